@@ -1,0 +1,49 @@
+"""``edgeq inspect``: what is in a model file (or bundle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeq.cli import app
+from edgeq.cli._common import echo_json
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@app.command("inspect")
+def inspect_command(
+    model: Path = typer.Argument(..., help="An ONNX file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Show inputs, outputs, opsets, op histogram, parameters and quantizable nodes."""
+    from edgeq.graph.inspect import inspect_model
+
+    info = inspect_model(model)
+    if as_json:
+        echo_json(info)
+        return
+    typer.echo(f"model: {info.path} ({_human_bytes(info.file_bytes)}, IR v{info.ir_version})")
+    typer.echo("opsets: " + ", ".join(f"{k} {v}" for k, v in info.opsets.items()))
+    for title, tensors in (("inputs", info.inputs), ("outputs", info.outputs)):
+        typer.echo(f"{title}:")
+        for t in tensors:
+            typer.echo(f"  {t.name}: {t.dtype} [{', '.join(str(d) for d in t.shape)}]")
+    typer.echo(f"parameters: {info.parameters:,}")
+    for dtype, nbytes in info.parameter_bytes_by_dtype.items():
+        typer.echo(f"  {dtype}: {_human_bytes(nbytes)}")
+    typer.echo("ops: " + ", ".join(f"{op} {n}" for op, n in info.op_histogram.items()))
+    typer.echo(f"quantizable nodes: {len(info.quantizable)}")
+    for q in info.quantizable:
+        typer.echo(f"  {q['name']} ({q['op_type']}, weight {q['weight']} {q['shape']})")
+    if info.skipped:
+        typer.echo(f"left in float: {len(info.skipped)}")
+        for s in info.skipped:
+            typer.echo(f"  {s['name']} ({s['op_type']}): {s['reason']}")

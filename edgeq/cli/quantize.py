@@ -1,0 +1,119 @@
+"""``edgeq quantize``: int8 QDQ, weight-only 8/4/2-bit and NF4/FP4, or mixed precision under a budget."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgeq.cli import app
+from edgeq.cli._common import choice
+from edgeq.errors import ConfigError
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(text: str, option: str = "--budget") -> int:
+    """``12MB`` -> 12_000_000 bytes; ``12MiB`` -> 12 * 2**20."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"{option}: cannot read {text!r} as a size; expected e.g. 12MB, 800KB, 1.5GiB")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "b").lower()])
+
+
+def build_config(
+    weights: str,
+    activations: str,
+    block_size: int,
+    symmetric: bool,
+    method: str,
+    onnx_format: str | None,
+    accuracy_level: int,
+    embeddings: bool,
+    exclude: str | None,
+    op_types: str | None,
+    smoothquant: float | None,
+    budget: str | None,
+    avg_bits: float | None,
+    candidates: str,
+) -> Any:
+    """Map CLI options onto one config object; the library does the rest."""
+    from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
+
+    choice(activations, ("int8", "none"), "--activations")
+    if budget is not None or avg_bits is not None:
+        if budget is not None and avg_bits is not None:
+            raise ConfigError("--budget and --avg-bits: give one, not both")
+        return MixedPrecisionConfig(
+            candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
+            budget_bytes=parse_size(budget) if budget is not None else None,
+            avg_bits=avg_bits,
+            block_size=block_size,
+            method=method,  # type: ignore[arg-type]
+            embeddings=embeddings,
+            exclude=exclude,
+        )
+    if activations == "int8":
+        if weights != "int8":
+            raise ConfigError(f"--weights {weights} with --activations int8: W8A8 needs --weights int8")
+        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant}
+        if op_types:
+            kwargs["op_types"] = tuple(o.strip() for o in op_types.split(",") if o.strip())
+        return Int8Config(**kwargs)
+    if smoothquant is not None:
+        raise ConfigError("--smoothquant applies to --activations int8 only")
+    return WeightOnlyConfig(
+        weights=weights,  # type: ignore[arg-type]
+        block_size=block_size,
+        symmetric=symmetric,
+        method=method,  # type: ignore[arg-type]
+        onnx_format=onnx_format,  # type: ignore[arg-type]
+        accuracy_level=accuracy_level,
+        embeddings=embeddings,
+        exclude=exclude,
+    )
+
+
+@app.command("quantize")
+def quantize_command(
+    model: Path = typer.Argument(..., help="ONNX model to quantize."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the quantized ONNX."),
+    weights: str = typer.Option("int4", "--weights", help="int8, int4, int2, nf4 or fp4."),
+    activations: str = typer.Option("none", "--activations", help="int8 for W8A8 QDQ, none for weight-only."),
+    block_size: int = typer.Option(32, "--block-size", help="Weights per scale (weight-only)."),
+    symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="Zero point or not (weight-only)."),
+    method: str = typer.Option("rtn", "--method", help="rtn, hqq, gptq or awq (gptq/awq need --data)."),
+    onnx_format: str | None = typer.Option(None, "--format", help="matmulnbits, qdq or bnb4."),
+    accuracy_level: int = typer.Option(0, "--accuracy-level", help="MatMulNBits accuracy_level (0-4)."),
+    embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Quantize Gather embedding tables."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration table from edgeq calibrate."),
+    data: Path | None = typer.Option(None, "--data", help=".npz, folder of .npy/.npz, or recipe TOML."),
+    samples: int | None = typer.Option(None, "--samples", help="Use at most this many samples of --data."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
+    exclude: str | None = typer.Option(None, "--exclude", help="Regex of node names to leave in float."),
+    op_types: str | None = typer.Option(None, "--op-types", help="Comma list of op types for int8 QDQ."),
+    smoothquant: float | None = typer.Option(None, "--smoothquant", help="SmoothQuant alpha (int8)."),
+    budget: str | None = typer.Option(None, "--budget", help="Mixed precision: weight bytes, e.g. 12MB."),
+    avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average bits per weight."),
+    candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats."),
+    summary: Path | None = typer.Option(None, "--summary", help="Write the quantization summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary."),
+) -> None:
+    """Quantize a model: int8 QDQ for TensorRT, weight-only 8/4/2-bit, NF4/FP4, or a size budget."""
+    from edgeq.quantize.api import quantize_file
+
+    config = build_config(
+        weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates,
+    )
+    result = quantize_file(
+        model, config, output, data=data, calibration=calib, summary_path=summary,
+        samples=samples, batch_size=batch_size, progress=not quiet,
+    )
+    if not quiet:
+        typer.echo(result.summary.format_text())
+    typer.echo(f"wrote {output}")

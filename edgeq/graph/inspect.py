@@ -1,0 +1,102 @@
+"""What is inside a model, at a glance: the first thing a user runs on an unfamiliar file."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeq.graph.io import load_model
+from edgeq.graph.quantizable import find_quantizable, initializer_map
+from edgeq.serialization import Serializable
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class ModelInfo(Serializable):
+    schema_type = "edgeq.ModelInfo"
+    schema_version = 1
+
+    path: str
+    file_bytes: int
+    ir_version: int
+    opsets: dict[str, int]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    op_histogram: dict[str, int]
+    parameters: int
+    parameter_bytes_by_dtype: dict[str, int]
+    quantizable: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _dtype_name(elem_type: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "unknown"
+
+
+def _value_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    tensor_type = value.type.tensor_type
+    dims: list[int | str] = []
+    if tensor_type.HasField("shape"):
+        for dim in tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            else:
+                dims.append(dim.dim_param or "?")
+    return TensorInfo(value.name, _dtype_name(tensor_type.elem_type), dims)
+
+
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    count = int(np.prod(tensor.dims)) if tensor.dims else 1
+    bits = {
+        onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4,
+    }.get(tensor.data_type)
+    if bits is None and hasattr(onnx.TensorProto, "INT2") and tensor.data_type in (
+        getattr(onnx.TensorProto, "INT2", -1), getattr(onnx.TensorProto, "UINT2", -1)
+    ):
+        bits = 2
+    if bits is not None:
+        return (count * bits + 7) // 8
+    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """Summarise a model file: interface, opsets, op mix, parameter bytes, quantizable nodes."""
+    path = Path(path)
+    model = load_model(path)
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    params = 0
+    by_dtype: Counter[str] = Counter()
+    for tensor in initializer_map(graph).values():
+        count = int(np.prod(tensor.dims)) if tensor.dims else 1
+        params += count
+        by_dtype[_dtype_name(tensor.data_type)] += tensor_nbytes(tensor)
+    quantizable, skipped = find_quantizable(model, include_embeddings=True)
+    file_bytes = path.stat().st_size if path.is_file() else (path / "model.onnx").stat().st_size
+    return ModelInfo(
+        path=str(path),
+        file_bytes=file_bytes,
+        ir_version=int(model.ir_version),
+        opsets={(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import},
+        inputs=[_value_info(v) for v in graph.input if v.name not in init_names],
+        outputs=[_value_info(v) for v in graph.output],
+        op_histogram=dict(Counter(n.op_type for n in graph.node).most_common()),
+        parameters=params,
+        parameter_bytes_by_dtype=dict(by_dtype),
+        quantizable=[
+            {"name": q.name, "op_type": q.op_type, "weight": q.weight, "shape": list(q.weight_shape)}
+            for q in quantizable
+        ],
+        skipped=[{"name": s.name, "op_type": s.op_type, "reason": s.reason} for s in skipped],
+    )

@@ -1,0 +1,136 @@
+"""ONNX model I/O that copes with real models.
+
+Models above protobuf's 2 GB limit must keep their weights in an external data file, and a
+half-written model is worse than none, so saving always goes through a temporary file and a
+rename, and the result is validated with ``onnx.checker`` (full check) before it replaces
+anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from edgeq.errors import ModelLoadError
+
+# Protobuf refuses to serialise a message above 2 GiB; leave headroom for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file, with a one-line error for anything that is not a readable model."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "model.onnx"
+        if not candidate.is_file():
+            raise ModelLoadError(f"{path}: is a directory without a model.onnx")
+        path = candidate
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: file is empty, expected an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not a valid ONNX model (truncated or not ONNX: {exc})") from None
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read ({exc.strerror})") from None
+    if not model.HasField("graph") or not model.opset_import:
+        raise ModelLoadError(f"{path}: not a valid ONNX model (no graph or opset import)")
+    if load_external_data:
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: cannot load its external data ({exc})") from None
+    return model
+
+
+def _needs_external_data(model: onnx.ModelProto) -> bool:
+    return model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+
+
+def save_model(
+    model: onnx.ModelProto,
+    path: str | Path,
+    external_data: bool | None = None,
+    check: bool = True,
+) -> Path:
+    """Write ``model`` atomically; weights go to ``<name>.data`` when asked or when over 2 GB.
+
+    The model is checked (``onnx.checker`` full check, with shape inference) on the temporary
+    copy, so a model that fails the check never replaces the user's file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    use_external = _needs_external_data(model) if external_data is None else external_data
+    data_name = path.name + ".data"
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tmp_model = tmp_dir / path.name
+        if use_external:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(
+                copy,
+                str(tmp_model),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+        else:
+            # Drop stale external references: every tensor is inline in the proto we hold.
+            onnx.save_model(model, str(tmp_model))
+        if check:
+            onnx.checker.check_model(str(tmp_model), full_check=True)
+        if use_external:
+            os.replace(tmp_dir / data_name, path.parent / data_name)
+        os.replace(tmp_model, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def model_sha256(path: str | Path) -> str:
+    """Digest of the model file and its external data files, so a table is tied to one model."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        with open(data, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def serialized_for_ort(model: onnx.ModelProto) -> bytes:
+    """Bytes an ``onnxruntime.InferenceSession`` can take directly (models under 2 GB)."""
+    return model.SerializeToString()
+
+
+@contextlib.contextmanager
+def temporary_model_file(model: onnx.ModelProto) -> contextlib.AbstractContextManager[Path]:  # type: ignore[misc]
+    """A model on disk for tools that need a path (onnxruntime above 2 GB, peer tools)."""
+    tmp_dir = Path(tempfile.mkdtemp(prefix="edgeq-"))
+    try:
+        target = tmp_dir / "model.onnx"
+        onnx.save_model(
+            model,
+            str(target),
+            save_as_external_data=_needs_external_data(model),
+            all_tensors_to_one_file=True,
+            location="model.onnx.data",
+        )
+        yield target
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
