@@ -1,0 +1,90 @@
+"""Accuracy metrics of a quantized model against its float reference.
+
+Pure numpy, computed in float64, so every benchmark and report measures the same thing the
+same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(|ref|^2 / |ref - cand|^2)."""
+    ref = np.asarray(reference, np.float64).ravel()
+    err = ref - np.asarray(candidate, np.float64).ravel()
+    noise = float(np.dot(err, err))
+    signal = float(np.dot(ref, ref))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * np.log10(signal / noise)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows (last axis is the feature axis)."""
+    a64 = np.asarray(a, np.float64).reshape(-1, np.shape(a)[-1])
+    b64 = np.asarray(b, np.float64).reshape(-1, np.shape(b)[-1])
+    num = np.sum(a64 * b64, axis=1)
+    den = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    out = np.ones_like(num)
+    nonzero = den > 0
+    out[nonzero] = num[nonzero] / den[nonzero]
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two tensors taken as flat vectors."""
+    return float(cosine_rows(np.ravel(a)[None, :], np.ravel(b)[None, :])[0])
+
+
+def masked_mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Sentence embedding as sentence-transformers computes it: mean over unmasked tokens."""
+    mask = np.asarray(attention_mask, np.float64)[..., None]
+    summed = np.sum(np.asarray(hidden, np.float64) * mask, axis=1)
+    return summed / np.maximum(mask.sum(axis=1), 1e-9)
+
+
+def top1_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
+    ref = np.asarray(reference_logits).reshape(-1, np.shape(reference_logits)[-1])
+    cand = np.asarray(candidate_logits).reshape(-1, np.shape(candidate_logits)[-1])
+    return float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1)))
+
+
+def topk_overlap(reference_logits: np.ndarray, candidate_logits: np.ndarray, k: int = 5) -> float:
+    """Mean fraction of the reference's top-k classes that are also in the candidate's top-k."""
+    ref = np.asarray(reference_logits).reshape(-1, np.shape(reference_logits)[-1])
+    cand = np.asarray(candidate_logits).reshape(-1, np.shape(candidate_logits)[-1])
+    ref_top = np.argsort(-ref, axis=1)[:, :k]
+    cand_top = np.argsort(-cand, axis=1)[:, :k]
+    hits = [len(set(r) & set(c)) / k for r, c in zip(ref_top, cand_top, strict=True)]
+    return float(np.mean(hits))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    x = np.asarray(logits, np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def kl_divergence(reference_logits: np.ndarray, candidate_logits: np.ndarray) -> float:
+    """Mean KL(P_ref || P_cand) of the softmax distributions, in nats."""
+    p = softmax(reference_logits)
+    q = softmax(candidate_logits)
+    return float(np.mean(np.sum(p * (np.log(np.maximum(p, 1e-300)) - np.log(np.maximum(q, 1e-300))), axis=-1)))
+
+
+def confident_top1_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray, threshold: float = 0.5) -> tuple[float, int]:
+    """Top-1 agreement on samples where the reference is confident (max probability >= threshold).
+
+    Low-confidence predictions flip on tiny perturbations, so this separates real damage from
+    noise. Returns (agreement, number of confident samples).
+    """
+    ref = np.asarray(reference_logits).reshape(-1, np.shape(reference_logits)[-1])
+    cand = np.asarray(candidate_logits).reshape(-1, np.shape(candidate_logits)[-1])
+    confident = softmax(ref).max(axis=1) >= threshold
+    if not confident.any():
+        return float("nan"), 0
+    return top1_agreement(ref[confident], cand[confident]), int(confident.sum())
