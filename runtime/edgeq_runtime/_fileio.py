@@ -1,0 +1,55 @@
+"""Atomic writes and hashing for the runtime.
+
+A duplicate of the few helpers of ``edgeq.fileio`` the runtime needs: the runtime must not import
+``edgeq``, and a half-written manifest or result on the board is worse than none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=str(target.parent))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(str(tmp), str(target))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return Path(path)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        block = handle.read(chunk)
+        while block:
+            digest.update(block)
+            block = handle.read(chunk)
+    return digest.hexdigest()
