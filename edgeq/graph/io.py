@@ -24,9 +24,26 @@ from edgeq.errors import ModelLoadError
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
+def resolve_model_path(spec: str | Path) -> Path:
+    """The ONNX file a model argument names.
+
+    An ONNX path (or bundle folder) comes back unchanged. A PyTorch ``path/to/file.py:factory``
+    spec (a function returning ``(module, example_inputs[, dynamic_shapes])``) is exported once,
+    checked against the module and cached; the cached file's path comes back (see
+    ``edgeq.frontends.torch``). Commands that need a path rather than a ModelProto call this.
+    """
+    from edgeq.frontends.spec import is_factory_spec
+
+    if is_factory_spec(spec):
+        from edgeq.frontends.torch import factory_model_path
+
+        return factory_model_path(spec)
+    return Path(spec)
+
+
 def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file, with a one-line error for anything that is not a readable model."""
-    path = Path(path)
+    """Load an ONNX file (or a ``file.py:factory`` spec), with a one-line error for anything else."""
+    path = resolve_model_path(path)
     if path.is_dir():
         candidate = path / "model.onnx"
         if not candidate.is_file():
