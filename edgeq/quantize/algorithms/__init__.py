@@ -1,0 +1,45 @@
+"""Weight-only algorithms, one module each: they choose codes and scales for one weight.
+
+``run(method, codec, w, block_size, stats)`` dispatches; every algorithm takes plain numpy
+arrays (the weight ``[rows, cols]`` and :class:`LayerStats`) so it is tested without a model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeq.quantize.algorithms.awq import awq
+from edgeq.quantize.algorithms.common import AlgorithmResult, LayerStats, output_error, weighted_error
+from edgeq.quantize.algorithms.gptq import gptq
+from edgeq.quantize.algorithms.hqq import hqq
+from edgeq.quantize.algorithms.rtn import rtn
+from edgeq.quantize.codecs import Codec
+
+__all__ = ["AlgorithmResult", "LayerStats", "output_error", "run", "weighted_error"]
+
+DATA_DRIVEN = ("gptq", "awq")
+
+
+def run(
+    method: str,
+    codec: Codec,
+    w: np.ndarray,
+    block_size: int,
+    stats: LayerStats | None = None,
+    gptq_damp: float = 0.01,
+    gptq_act_order: bool = True,
+) -> AlgorithmResult:
+    """Quantize ``w`` ``[rows, cols]`` with ``method`` (rtn, hqq, gptq, awq)."""
+    method = getattr(method, "value", method)
+    if method == "rtn":
+        return rtn(codec, w, block_size, stats)
+    if method == "hqq":
+        return hqq(codec, w, block_size, stats)
+    if method in DATA_DRIVEN and stats is None:
+        raise ValueError(f"{method} needs calibration statistics")
+    assert stats is not None
+    if method == "gptq":
+        return gptq(codec, w, block_size, stats, damp=gptq_damp, act_order=gptq_act_order)
+    if method == "awq":
+        return awq(codec, w, block_size, stats)
+    raise ValueError(f"unknown method {method!r}")

@@ -1,0 +1,74 @@
+"""What every weight-only algorithm takes and returns.
+
+Weights arrive as ``[rows, cols]`` float arrays, blocked along ``cols`` (for a MatMul weight
+``W[K, N]`` that is ``W.T``: one row per output, blocks along the reduction axis K). Calibration
+statistics are plain arrays, so the math is testable without a model:
+
+* ``hessian``: ``X^T X`` of the layer input over calibration tokens, ``[cols, cols]``; the output
+  error of a weight perturbation ``D`` is exactly ``trace(D H D^T)``;
+* ``magnitudes``: mean ``|x|`` per input channel, ``[cols]`` (AWQ's salience).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeq.quantize.codecs import BlockQuantized
+
+# Rows handled at once by the block-local searches: bounds the float64 temporaries on
+# embedding tables (30k x 384) to a few tens of MB.
+ROW_CHUNK = 2048
+
+
+@dataclass
+class LayerStats:
+    hessian: np.ndarray | None = None
+    magnitudes: np.ndarray | None = None
+
+    @property
+    def importance(self) -> np.ndarray | None:
+        """Per-input-channel weight of an element's squared error: diag(H), else |x|^2."""
+        if self.hessian is not None:
+            return np.clip(np.diag(self.hessian).astype(np.float64), 0.0, None)
+        if self.magnitudes is not None:
+            return np.asarray(self.magnitudes, np.float64) ** 2
+        return None
+
+
+@dataclass
+class AlgorithmResult:
+    """A quantized weight, plus (AWQ) per-input-channel factors the activation is multiplied by.
+
+    With ``input_scale`` set, the layer computes ``(x * input_scale) @ dequantize().T``.
+    """
+
+    quantized: BlockQuantized
+    input_scale: np.ndarray | None = None
+
+    def effective_weight(self) -> np.ndarray:
+        """The ``[rows, cols]`` weight the quantized layer applies to the original input."""
+        deq = self.quantized.dequantize().astype(np.float64)
+        if self.input_scale is not None:
+            deq = deq * self.input_scale[None, :]
+        return deq
+
+
+def output_error(w: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray) -> float:
+    """Relative output error on calibration activations: ||X D^T||^2 / ||X W^T||^2, via H = X^T X."""
+    w64 = np.asarray(w, np.float64)
+    d = w64 - np.asarray(w_hat, np.float64)
+    h = np.asarray(hessian, np.float64)
+    num = float(np.einsum("ij,jk,ik->", d, h, d))
+    den = float(np.einsum("ij,jk,ik->", w64, h, w64))
+    return num / den if den > 0 else 0.0
+
+
+def weighted_error(w: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray | None) -> float:
+    """Output error when a Hessian is known, plain relative weight MSE otherwise."""
+    if hessian is not None:
+        return output_error(w, w_hat, hessian)
+    w64 = np.asarray(w, np.float64)
+    den = float(np.sum(w64**2))
+    return float(np.sum((w64 - w_hat) ** 2)) / den if den > 0 else 0.0
