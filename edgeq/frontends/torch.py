@@ -503,8 +503,8 @@ def export_factory(spec: str | Path, cache_dir: str | Path | None = None) -> Exp
     torch = _import_torch()
     built = _unpack_factory_output(torch, parsed, call_factory(parsed))
     key = factory_cache_key(parsed, built, options)
-    entry = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    entry = entry / key[:32]
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = root / key[:32]
     model_path, record_path = entry / "model.onnx", entry / "export.json"
     if model_path.is_file() and record_path.is_file():
         with contextlib.suppress(ConfigError):
@@ -530,7 +530,7 @@ def export_factory(spec: str | Path, cache_dir: str | Path | None = None) -> Exp
             result.path = str(model_path)
             result.save(tmp / "export.json")
     except OSError as exc:
-        raise ConfigError(f"{entry.parent}: cannot write the export cache ({exc.strerror})") from None
+        raise ConfigError(f"{root}: cannot write the export cache ({exc.strerror})") from None
     logger.info("%s: exported to %s (max abs diff %.3g)", parsed, model_path, result.max_abs_diff or 0.0)
     return result
 
