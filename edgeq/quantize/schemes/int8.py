@@ -1,0 +1,249 @@
+"""W8A8 int8 for TensorRT: BN folding, equalization, sequential calibration, Q/DQ.
+
+The order matters. BatchNorm is folded first (the weights TensorRT will run). Channels are
+equalized next, on statistics of the folded model, so every activation grid is used well.
+Activation thresholds are then measured on the equalized model, and finally each layer's
+activation range, weight clipping and bias are chosen in topological order on the outputs of
+the already-quantized layers (``int8_sequential``). With only a calibration table (no data),
+the table's thresholds and data-free weight clipping are used, and the summary says what was
+not done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeq.errors import ConfigError, UnsupportedError
+from edgeq.graph.passes.base import ensure_node_names
+from edgeq.graph.passes.equalize import CrossLayerEqualization, find_equalization_pairs
+from edgeq.graph.passes.fold_batchnorm import FoldBatchNorm
+from edgeq.graph.passes.qdq import COMPUTE_OPS, MIN_OPSET, InsertQdq, QdqPlan, WeightQuantization, plan_qdq
+from edgeq.graph.quantizable import find_quantizable
+from edgeq.quantize import int8_equalize, int8_weights
+from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
+from edgeq.quantize.config import Int8Config
+from edgeq.quantize.summary import NodeDecision, QuantizationSummary
+
+ACTIVATION_METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
+# Samples the layer-by-layer search keeps in memory (two streams of live activations).
+SEQUENTIAL_SAMPLES = 64
+# Migration strength for equalizing into a dense consumer (a depthwise consumer takes it all).
+DENSE_EQUALIZATION_ALPHA = 0.5
+
+
+def _check_config(config: Int8Config) -> None:
+    unknown = [o for o in config.op_types if o not in COMPUTE_OPS]
+    if unknown:
+        raise ConfigError(f"--op-types: {', '.join(unknown)} cannot be int8 QDQ; expected some of {', '.join(COMPUTE_OPS)}")
+    if config.activation_method not in ACTIVATION_METHODS:
+        raise ConfigError(f"activation method {config.activation_method!r}; expected one of {', '.join(ACTIVATION_METHODS)}")
+    if config.weight_clipping not in ("mse", "max"):
+        raise ConfigError(f"weight clipping {config.weight_clipping!r}; expected mse or max")
+    if config.smoothquant_alpha is not None and not 0.0 <= config.smoothquant_alpha <= 1.0:
+        raise ConfigError(f"--smoothquant: alpha {config.smoothquant_alpha} is not in [0, 1]")
+    if config.exclude is not None:
+        try:
+            re.compile(config.exclude)
+        except re.error as exc:
+            raise ConfigError(f"--exclude: {config.exclude!r} is not a valid regular expression ({exc})") from None
+
+
+def _ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if version >= MIN_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors / ValueErrors per op
+        raise UnsupportedError(
+            f"model opset {version} is below {MIN_OPSET}, which per-channel Q/DQ needs, and automatic conversion failed "
+            f"({' '.join(str(exc).split())[:160]}); export the model with opset >= {MIN_OPSET}"
+        ) from None
+
+
+def _take_batches(data: Any, samples: int) -> list[dict[str, np.ndarray]]:
+    batches: list[dict[str, np.ndarray]] = []
+    seen = 0
+    iterator: Iterator[dict[str, np.ndarray]] = iter(data)
+    for feeds in iterator:
+        batches.append(feeds)
+        seen += data.batch_samples(feeds) if hasattr(data, "batch_samples") else len(next(iter(feeds.values())))
+        if seen >= samples:
+            break
+    return batches
+
+
+def _observe(model: onnx.ModelProto, data: Any, tensors: list[str], channel_axis: int | None, progress: bool) -> dict[str, Any]:
+    """Histogram (and optionally per-channel magnitude) observers for ``tensors`` over ``data``."""
+    from edgeq.calibrate.collector import collect
+    from edgeq.calibrate.observers import ChannelMagnitudeObserver, HistogramObserver
+
+    observers: dict[str, list[Any]] = {}
+    for name in tensors:
+        group: list[Any] = [HistogramObserver()] if channel_axis is None else [ChannelMagnitudeObserver(channel_axis)]
+        observers[name] = group
+    collect(model, data, observers, progress=progress, description="calibrating int8")
+    return {name: group[0] for name, group in observers.items()}
+
+
+def _equalize(model: onnx.ModelProto, data: Any, quantized: set[str], progress: bool) -> tuple[int, list[str]]:
+    pairs = [p for p in find_equalization_pairs(model) if p.consumer in quantized]
+    if not pairs:
+        return 0, []
+    stats = _observe(model, data, sorted({p.tensor for p in pairs}), channel_axis=1, progress=progress)
+    scales: dict[tuple[str, str], np.ndarray] = {}
+    for pair in pairs:
+        channel_max = stats[pair.tensor].absmax
+        if channel_max.size != pair.channels:
+            continue
+        alpha = 1.0 if pair.consumer_depthwise else DENSE_EQUALIZATION_ALPHA
+        scales[(pair.producer, pair.consumer)] = int8_equalize.activation_scales(channel_max, alpha=alpha, clip=pair.clip)
+    cle = CrossLayerEqualization(pairs, scales)
+    cle.call(model)
+    return len(cle.applied), [f"{p.producer} -> {p.consumer}" for p in cle.applied]
+
+
+def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str) -> dict[str, WeightQuantization]:
+    from edgeq.graph.passes.base import GraphIndex
+
+    index = GraphIndex(model.graph)
+    by_name = {n.name: n for n in model.graph.node}
+    out: dict[str, WeightQuantization] = {}
+    for name in plan.nodes:
+        weight = index.constant(by_name[name].input[1])
+        assert weight is not None
+        axis = plan.weight_axes[name]
+        if axis is None:
+            flat = weight.reshape(1, -1)
+            scale = int8_weights.mse_weight_scales(flat, 0) if clipping == "mse" else int8_weights.max_weight_scales(flat, 0)
+            values = int8_weights.quantize_weight(flat, scale, 0).reshape(weight.shape)
+            out[name] = WeightQuantization(values, scale.reshape(()), None)
+        else:
+            scale = int8_weights.mse_weight_scales(weight, axis) if clipping == "mse" else int8_weights.max_weight_scales(weight, axis)
+            out[name] = WeightQuantization(int8_weights.quantize_weight(weight, scale, axis), scale, axis)
+    return out
+
+
+def _scheme_text(config: Int8Config, axis: int | None, method: str, sequential: bool) -> str:
+    weights = f"per-channel (axis {axis})" if axis is not None else "per-tensor"
+    clip = "clip by output MSE" if (sequential and config.weight_clipping == "mse") else f"clip {config.weight_clipping}"
+    return f"int8 W8A8: weights {weights}, {clip}; activation per-tensor ({method})"
+
+
+@register(Int8Config)
+def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeInputs) -> QuantizeResult:
+    _check_config(config)
+    if inputs.data is None and inputs.calibration is None:
+        raise ConfigError("int8 activations need calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
+    summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict()["_data"])
+    model = _ensure_opset(model)
+    ensure_node_names(model.graph)
+    if config.fold_batchnorm:
+        fold = FoldBatchNorm()
+        fold.call(model)
+        if fold.folded:
+            summary.notes.append(f"folded {len(fold.folded)} BatchNormalization nodes into the Conv before them")
+        for bn, why in fold.skipped:
+            summary.notes.append(f"BatchNormalization {bn} not folded: {why}")
+
+    found, skipped = find_quantizable(model, op_types=COMPUTE_OPS)
+    pattern = re.compile(config.exclude) if config.exclude else None
+    selected: list[str] = []
+    for node in found:
+        if node.op_type not in config.op_types:
+            summary.add(NodeDecision(node.name, node.op_type, False, reason=f"op type {node.op_type} not in --op-types", weight=node.weight))
+        elif pattern is not None and pattern.search(node.name):
+            summary.add(NodeDecision(node.name, node.op_type, False, reason=f"excluded by --exclude {config.exclude!r}", weight=node.weight))
+        else:
+            selected.append(node.name)
+    for skip in skipped:
+        summary.add(NodeDecision(skip.name, skip.op_type, False, reason=skip.reason))
+
+    data = inputs.data
+    sequential = data is not None
+    if data is not None and config.equalization:
+        count, _ = _equalize(model, data, set(selected), inputs.progress)
+        summary.notes.append(f"cross-layer equalization rescaled {count} conv pairs (activation-aware; ReLU6 clip kept exact)")
+    elif config.equalization:
+        summary.notes.append("cross-layer equalization skipped: it needs --data (a calibration table describes the unequalized model)")
+    if config.smoothquant_alpha is not None:
+        if data is None:
+            raise ConfigError("--smoothquant needs --data: it scales by per-channel activation maxima measured on samples")
+        from edgeq.graph.passes.smoothquant import SmoothQuant
+
+        sq = SmoothQuant.from_data(model, data, set(selected), config.smoothquant_alpha, inputs.progress)
+        sq.call(model)
+        summary.notes.append(f"smoothquant alpha {config.smoothquant_alpha}: migrated {len(sq.applied)} activation tensors into their weights")
+
+    plan = plan_qdq(model, selected)
+    candidates: dict[str, dict[str, float]] = {}
+    if data is not None:
+        histograms = _observe(model, data, list(plan.activations), None, inputs.progress)
+        for tensor, hist in histograms.items():
+            candidates[tensor] = hist.thresholds()
+    else:
+        table = inputs.calibration
+        for tensor in plan.activations:
+            if tensor not in table:
+                raise ConfigError(f"calibration table has no range for tensor {tensor!r} ({plan.roles[tensor]}); recalibrate with this model")
+            item = table[tensor]
+            candidates[tensor] = {"minmax": item.minmax_amax, **item.thresholds}
+
+    if sequential:
+        from edgeq.quantize.int8_sequential import SequentialOptions, sequential_quantize
+
+        batches = _take_batches(data, SEQUENTIAL_SAMPLES)
+        options = SequentialOptions(
+            weight_clipping=config.weight_clipping,
+            bias_correction=config.bias_correction,
+            activation_method=config.activation_method,
+        )
+        seq = sequential_quantize(model, plan, batches, candidates, options)
+        amax, methods, weights, errors = seq.activation_amax, seq.activation_method, seq.weights, seq.errors
+        if config.bias_correction:
+            corrected = sum(1 for w in weights.values() if w.bias is not None)
+            summary.notes.append(f"bias correction on {corrected} of {len(weights)} layers; layer-by-layer search on {len(batches)} batches")
+    else:
+        method = config.activation_method if config.activation_method != "auto" else "mse"
+        amax = {t: c.get(method, c["minmax"]) for t, c in candidates.items()}
+        methods = dict.fromkeys(candidates, method)
+        weights = _static_weights(model, plan, config.weight_clipping)
+        errors = {}
+        if config.bias_correction:
+            summary.notes.append("bias correction skipped: it needs --data (samples through the quantized layers)")
+
+    before = {n.name: n for n in model.graph.node}
+    act_of = {name: before[name].input[0] for name in plan.nodes}
+    weight_of = {name: before[name].input[1] for name in plan.nodes}
+    op_of = {name: before[name].op_type for name in plan.nodes}
+    InsertQdq(plan, amax, weights).call(model)
+    for name in plan.nodes:
+        method = methods.get(act_of[name], "")
+        summary.add(
+            NodeDecision(
+                name=name,
+                op_type=op_of[name],
+                quantized=True,
+                scheme=_scheme_text(config, weights[name].axis, method, sequential),
+                weight=weight_of[name],
+                bits=8,
+                method=method,
+                error=errors.get(name, {}),
+            )
+        )
+    extra = sorted(set(plan.activations) - set(act_of.values()))
+    for tensor in extra:
+        summary.notes.append(f"Q/DQ on {tensor}: {plan.roles[tensor]}")
+    from edgeq.export.trt_lint import lint_tensorrt
+
+    violations = lint_tensorrt(model)
+    if violations:  # edgeq's own graphs must pass its lint; anything else is a bug to report
+        raise RuntimeError("edgeq wrote a Q/DQ graph that fails the TensorRT lint: " + "; ".join(map(str, violations[:5])))
+    summary.weight_bytes_before = sum(int(np.prod(w.values.shape)) * 4 for w in weights.values())
+    summary.weight_bytes_after = sum(int(np.prod(w.values.shape)) for w in weights.values())
+    return QuantizeResult(model, summary)
