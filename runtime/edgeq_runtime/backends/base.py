@@ -1,0 +1,80 @@
+"""The abstract backend every execution engine implements.
+
+A backend is one file under ``edgeq_runtime/backends/`` whose class is decorated with ``@register``.
+Its module may import only the standard library, numpy and edgeq_runtime at import time: the engine
+itself (onnxruntime, tensorrt) is imported inside the backend's methods, so a board that has only one
+of them can import the whole runtime.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from edgeq_runtime.manifest import TensorSpec
+
+
+@dataclass
+class BackendOptions:
+    """Everything a backend may need besides the model file; unknown settings stay in ``target``."""
+
+    providers: Optional[List[str]] = None
+    threads: Optional[int] = None
+    target: Dict[str, Any] = field(default_factory=dict)  # the bundle manifest's target settings
+    shapes: Dict[str, List[int]] = field(default_factory=dict)  # concrete shapes for dynamic inputs
+    cache_dir: Optional[Path] = None
+    model_sha256: Optional[str] = None
+
+
+@dataclass
+class OpTime:
+    """Time spent in one graph node over a profiling pass."""
+
+    name: str
+    op_type: str
+    total_ms: float
+    count: int
+    share: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "op_type": self.op_type, "total_ms": self.total_ms, "count": self.count,
+                "share": self.share}
+
+
+class Backend(abc.ABC):
+    """One execution engine bound to one model."""
+
+    name: ClassVar[str] = ""
+
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+    providers: List[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        """``None`` when this backend can run here, otherwise a one-line reason (what to install)."""
+
+    @abc.abstractmethod
+    def __init__(self, model_path: Optional[Path], engine_path: Optional[Path], options: BackendOptions) -> None:
+        """Load (or build) the model; raise ``BundleError`` with a one-line message if it cannot."""
+
+    @abc.abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run one inference on already validated feeds."""
+
+    def profile_ops(self, feeds: Mapping[str, np.ndarray], runs: int) -> Optional[List[OpTime]]:
+        """Per-node times over ``runs`` inferences, or ``None`` where the engine cannot report them."""
+        return None
+
+    def versions(self) -> Dict[str, str]:
+        """Versions of the engine's packages, for the benchmark record."""
+        return {}
+
+    def close(self) -> None:
+        """Release the engine's resources; the backend is unusable afterwards."""
+        return None
