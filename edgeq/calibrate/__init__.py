@@ -1,0 +1,144 @@
+"""Calibration: measure activation ranges on representative data, once, for every later pass.
+
+``calibrate(model, data)`` streams the data through onnxruntime, keeps one fixed-size
+histogram per observed tensor (plus per-channel magnitudes for MatMul/Gemm inputs), and
+returns a :class:`CalibrationTable` with the threshold of every method. Other passes (GPTQ's
+X^T X, AWQ's salience) reuse :func:`collect` with their own observers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from edgeq.calibrate.collector import activation_inputs, all_activations, collect
+from edgeq.calibrate.observers import (
+    METHODS,
+    ChannelMagnitudeObserver,
+    HessianObserver,
+    HistogramObserver,
+    MinMaxObserver,
+    Observer,
+)
+from edgeq.calibrate.table import CalibrationTable, TensorRange
+from edgeq.data import DataSource, load_data
+from edgeq.errors import ConfigError, DataError
+
+__all__ = [
+    "METHODS",
+    "CalibrationTable",
+    "ChannelMagnitudeObserver",
+    "HessianObserver",
+    "HistogramObserver",
+    "MinMaxObserver",
+    "Observer",
+    "TensorRange",
+    "activation_inputs",
+    "all_activations",
+    "calibrate",
+    "collect",
+]
+
+
+def _channel_axes(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
+    """Input-channel axis of each tensor that feeds a MatMul/Gemm weight (SmoothQuant/AWQ statistics)."""
+    from edgeq.graph.quantizable import find_quantizable
+
+    wanted = set(names)
+    axes: dict[str, int] = {}
+    found, _ = find_quantizable(model)
+    for node in found:
+        if node.activation not in wanted or node.op_type not in ("MatMul", "Gemm"):
+            continue
+        axis = -1
+        if node.op_type == "Gemm":
+            proto = model.graph.node[node.index]
+            if any(a.name == "transA" and a.i for a in proto.attribute):
+                axis = 0
+        axes.setdefault(node.activation, axis)
+    return axes
+
+
+def calibrate(
+    model: str | Path | onnx.ModelProto,
+    data: str | Path | DataSource,
+    method: str = "entropy",
+    percentile: float = 99.99,
+    samples: int | None = None,
+    batch_size: int = 8,
+    nodes: str | None = None,
+    progress: bool = True,
+    tensors: Sequence[str] | str | None = None,
+    bins: int = 2048,
+    channel_stats: bool = True,
+) -> CalibrationTable:
+    """Calibrate ``model`` on ``data`` and return the table (the library behind ``edgeq calibrate``).
+
+    ``tensors`` overrides what is observed: a list of tensor names, or ``"all"`` for every
+    float activation (what TensorRT's implicit int8 needs). By default the activation inputs
+    of the quantizable nodes are observed, restricted by the ``nodes`` regex on node names.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"--method: unknown value {method!r}; expected one of {', '.join(METHODS)}")
+    if not 0 < percentile <= 100:
+        raise ConfigError(f"--percentile: {percentile} is not in (0, 100]")
+    if isinstance(model, onnx.ModelProto):
+        proto, digest = model, hashlib.sha256(model.SerializeToString()).hexdigest()
+    else:
+        from edgeq.graph.io import load_model, model_sha256
+
+        proto, digest = load_model(model), model_sha256(model)
+    if isinstance(data, DataSource) and samples is None:
+        source = data
+    else:
+        source = load_data(data, proto, samples=samples, batch_size=batch_size)
+
+    if tensors is not None and nodes is not None:
+        raise ConfigError("--nodes selects nodes whose inputs to observe; it cannot be combined with an explicit tensor list")
+    if tensors is None:
+        names = activation_inputs(proto, nodes)
+    elif isinstance(tensors, str):
+        if tensors != "all":
+            raise ConfigError(f"tensors={tensors!r}: give a list of tensor names or \"all\"")
+        names = all_activations(proto)
+    else:
+        names = list(dict.fromkeys(tensors))
+    if not names:
+        where = f" matching --nodes {nodes!r}" if nodes else ""
+        raise ConfigError(
+            f"no quantizable nodes (Conv, ConvTranspose, MatMul, Gemm with a constant weight){where}: nothing to calibrate"
+        )
+
+    histograms = {name: HistogramObserver(bins) for name in names}
+    channels = {name: ChannelMagnitudeObserver(axis) for name, axis in _channel_axes(proto, names).items()} if channel_stats else {}
+    observers: dict[str, list[Observer]] = {name: [histograms[name]] for name in names}
+    for name, observer in channels.items():
+        observers[name].append(observer)
+    seen = collect(proto, source, observers, progress=progress)
+
+    empty = [name for name, h in histograms.items() if h.count == 0]
+    if empty:
+        raise DataError(
+            f"{len(empty)} tensor(s) produced no finite values on this data (first: '{empty[0]}'); "
+            "the model overflows or the data is wrong"
+        )
+    ranges: dict[str, TensorRange] = {}
+    for name, histogram in histograms.items():
+        thresholds = histogram.thresholds(percentile)
+        channel = channels.get(name)
+        ranges[name] = TensorRange(
+            name=name,
+            min=histogram.min,
+            max=histogram.max,
+            amax=thresholds[method],
+            thresholds=thresholds,
+            channel_absmax=channel.absmax.tolist() if channel is not None else None,
+            channel_absmean=channel.absmean.tolist() if channel is not None else None,
+            count=histogram.count,
+        )
+    return CalibrationTable(
+        model_sha256=digest, method=method, samples=seen, tensors=ranges, percentile=percentile, bins=bins
+    )

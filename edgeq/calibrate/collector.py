@@ -1,0 +1,240 @@
+"""Streaming the data through onnxruntime and feeding observers, one batch at a time.
+
+The tensors to observe become extra outputs of a copy of the model, so one inference yields
+them all. Each batch's activations are handed to the observers and dropped before the next
+batch runs: memory stays at one batch of activations however many samples are calibrated
+(onnxruntime's own histogram calibrators keep every batch's outputs until the end).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeq.calibrate.observers.base import Observer
+from edgeq.data.source import DataSource
+from edgeq.errors import ConfigError, DataError
+from edgeq.graph.quantizable import find_quantizable, initializer_map
+
+# onnxruntime threads per session: calibration shares the machine with the user's other work.
+INTRA_OP_THREADS = 2
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+
+
+def activation_inputs(model: onnx.ModelProto, nodes: str | None = None) -> list[str]:
+    """Activation inputs of the quantizable nodes (optionally only nodes whose name matches ``nodes``)."""
+    pattern = _compile(nodes)
+    found, _ = find_quantizable(model)
+    constants = set(initializer_map(model.graph))
+    names: list[str] = []
+    for node in found:
+        if pattern is not None and not pattern.search(node.name):
+            continue
+        if node.activation not in constants and node.activation not in names:
+            names.append(node.activation)
+    return names
+
+
+def all_activations(model: onnx.ModelProto) -> list[str]:
+    """Every float tensor computed at run time (graph inputs and node outputs), in graph order.
+
+    This is the set TensorRT's implicit int8 mode wants a scale for, and the set
+    onnxruntime's calibrators observe by default.
+    """
+    types = _tensor_types(model)
+    constants = set(initializer_map(model.graph))
+    names: list[str] = []
+    seen: set[str] = set()
+    candidates = [i.name for i in model.graph.input] + [o for n in model.graph.node for o in n.output]
+    for name in candidates:
+        if not name or name in seen or name in constants:
+            continue
+        seen.add(name)
+        if types.get(name) in _FLOAT_TYPES:
+            names.append(name)
+    return names
+
+
+def _compile(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--nodes: {pattern!r} is not a valid regular expression ({exc})") from None
+
+
+def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Typed value info of every tensor onnx shape inference can type (none inferred above 2 GB)."""
+    graph = model.graph
+    values = list(graph.value_info) + list(graph.input) + list(graph.output)
+    if model.ByteSize() < (1 << 31) - (1 << 26):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+            values = list(inferred.graph.value_info) + values
+        except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+            pass
+    return {v.name: v for v in values if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+
+
+def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    types = {name: v.type.tensor_type.elem_type for name, v in _value_infos(model).items()}
+    for tensor in model.graph.initializer:
+        types[tensor.name] = tensor.data_type
+    return types
+
+
+def expose_tensors(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose outputs also include ``names`` (graph inputs are read from the feeds)."""
+    graph = model.graph
+    produced = {o for n in graph.node for o in n.output}
+    inputs = {i.name for i in graph.input}
+    constants = set(initializer_map(graph))
+    for name in names:
+        if name in constants and name not in inputs:
+            raise ConfigError(f"tensor '{name}' is a constant (initializer), not an activation; it has no calibration range")
+        if name not in produced and name not in inputs:
+            raise ConfigError(f"tensor '{name}' is not produced by any node of the model nor a model input")
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    infos = _value_infos(model)
+    for name in names:
+        if name in existing or name in inputs:
+            continue
+        value = onnx.ValueInfoProto()
+        if name in infos:
+            value.CopyFrom(infos[name])
+        value.name = name  # untyped if inference could not type it: onnxruntime still runs it
+        copy.graph.output.append(value)
+        existing.add(name)
+    return copy
+
+
+def session_for(model: onnx.ModelProto) -> Any:
+    """An onnxruntime CPU session with the model's graph as written (no fusions).
+
+    Graph optimisations could fuse the nodes around an observed tensor and change the
+    values the model computes slightly; calibration should see what the model says.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = INTRA_OP_THREADS
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        if model.ByteSize() < (1 << 31) - (1 << 26):
+            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        from edgeq.graph.io import temporary_model_file
+
+        on_disk: Any = temporary_model_file(model)
+        with on_disk as path:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"onnxruntime cannot load the model for calibration: {message}") from None
+
+
+class SampleProgress:
+    """A rich progress bar on stderr counting samples, with samples/s; silent when disabled."""
+
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.description = description
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> SampleProgress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                ProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.text import Text
+
+            class SpeedColumn(ProgressColumn):
+                def render(self, task: Any) -> Text:
+                    speed = task.finished_speed or task.speed
+                    return Text("" if speed is None else f"{speed:.1f} samples/s")
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                SpeedColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self, samples: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, samples)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def collect(
+    model: onnx.ModelProto,
+    data: DataSource,
+    observers: Mapping[str, Sequence[Observer]],
+    progress: bool = False,
+    batch_size: int | None = None,
+    description: str = "calibrating",
+) -> int:
+    """Run every batch of ``data`` through ``model`` and feed each observed tensor's observers.
+
+    Returns the number of samples seen. The model itself is not modified.
+    """
+    names = [name for name, group in observers.items() if group]
+    session = session_for(expose_tensors(model, names))
+    input_names = {i.name for i in model.graph.input}
+    fetched = [n for n in names if n not in input_names]
+    samples = 0
+    with SampleProgress(data.num_samples, description, progress) as bar:
+        for feeds in data.batches(batch_size):
+            outputs = _run(session, fetched, feeds, samples)
+            values: dict[str, np.ndarray] = dict(zip(fetched, outputs, strict=True))
+            del outputs
+            for name in names:
+                value = values[name] if name in values else feeds[name]
+                for observer in observers[name]:
+                    observer.update(value)
+            del values
+            count = data.batch_samples(feeds)
+            samples += count
+            bar.advance(count)
+    return samples
+
+
+def _run(session: Any, fetched: list[str], feeds: dict[str, np.ndarray], first_sample: int) -> list[np.ndarray]:
+    if not fetched:
+        return []
+    try:
+        return list(session.run(fetched, feeds))
+    except Exception as exc:  # onnxruntime's InvalidArgument / RuntimeException carry the reason
+        message = " ".join(str(exc).split())[:300]
+        raise DataError(f"onnxruntime failed on the batch starting at sample {first_sample}: {message}") from None
+
+
+def unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
