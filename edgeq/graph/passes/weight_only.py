@@ -1,0 +1,253 @@
+"""The weight-only rewrite: find the weights, and swap float nodes for quantized ones.
+
+The scheme (``edgeq.quantize.schemes.weight_only``) decides codes and formats; this module
+only moves tensors around: it says which MatMul / Gemm / Gather weights can be replaced (and
+why not, for the others), reads each weight as a ``[rows, cols]`` matrix blocked along the
+reduction axis, and splices the emitted nodes in place of the original one, removing the float
+initializers nothing reads any more so the file actually shrinks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgeq.graph.passes.base import (
+    GraphIndex,
+    NameMaker,
+    get_attribute,
+    opset_version,
+    remove_unused_initializers,
+)
+from edgeq.graph.quantizable import find_quantizable, initializer_map
+from edgeq.quantize.formats import Emitted
+
+FLOAT_TYPES: dict[int, type[np.floating]] = {int(onnx.TensorProto.FLOAT): np.float32, int(onnx.TensorProto.FLOAT16): np.float16}
+
+
+@dataclass
+class WeightTarget:
+    """A node whose constant weight can be quantized, and how to read it as ``[rows, cols]``.
+
+    ``rows`` are outputs (N) and ``cols`` the reduction axis (K) for MatMul/Gemm; for an
+    embedding ``Gather`` rows are the vocabulary and cols the hidden width.
+    """
+
+    name: str
+    op_type: str
+    node_index: int
+    weight: str
+    activation: str
+    output: str
+    rows: int
+    cols: int
+    dtype: np.dtype
+    transpose: bool  # stored weight is [cols, rows] (MatMul, Gemm transB=0)
+    alpha: float = 1.0
+    bias: str | None = None  # Gemm C
+    beta: float = 1.0
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.op_type == "Gather"
+
+
+@dataclass
+class LeftInFloat:
+    name: str
+    op_type: str
+    reason: str
+    weight: str = ""
+
+
+def plan_targets(
+    model: onnx.ModelProto, include_embeddings: bool, exclude: str | None = None
+) -> tuple[list[WeightTarget], list[LeftInFloat]]:
+    """Every MatMul/Gemm (and embedding Gather) weight that can be quantized, and the rest with reasons."""
+    found, skipped = find_quantizable(model, ("MatMul", "Gemm", "Conv", "ConvTranspose"), include_embeddings=True)
+    left = [LeftInFloat(s.name, s.op_type, s.reason) for s in skipped]
+    pattern = re.compile(exclude) if exclude else None
+    inits = initializer_map(model.graph)
+    targets: list[WeightTarget] = []
+    for q in found:
+        node = model.graph.node[q.index]
+        if q.op_type in ("Conv", "ConvTranspose"):
+            left.append(LeftInFloat(q.name, q.op_type, "weight-only formats cover MatMul, Gemm and Gather; use --activations int8 for convolutions", q.weight))
+            continue
+        if q.is_embedding and not include_embeddings:
+            left.append(LeftInFloat(q.name, q.op_type, "embedding table left in float (--no-embeddings)", q.weight))
+            continue
+        if pattern is not None and pattern.search(q.name):
+            left.append(LeftInFloat(q.name, q.op_type, f"excluded by --exclude {exclude!r}", q.weight))
+            continue
+        data_type = int(inits[q.weight].data_type)
+        if data_type not in FLOAT_TYPES:
+            left.append(LeftInFloat(q.name, q.op_type, "weight is not float32 or float16 (bfloat16 is not supported by the formats)", q.weight))
+            continue
+        dtype = np.dtype(FLOAT_TYPES[data_type])
+        shape = q.weight_shape
+        reason = None
+        target: WeightTarget | None = None
+        if q.op_type == "MatMul":
+            target = WeightTarget(q.name, q.op_type, q.index, q.weight, q.activation, node.output[0], shape[1], shape[0], dtype, True)
+        elif q.op_type == "Gemm":
+            if get_attribute(node, "transA", 0):
+                reason = "Gemm with transA=1: the activation would need a transpose; left in float"
+            elif len(shape) != 2:
+                reason = f"Gemm weight rank {len(shape)} is not 2"
+            else:
+                trans_b = bool(get_attribute(node, "transB", 0))
+                rows, cols = (shape[0], shape[1]) if trans_b else (shape[1], shape[0])
+                bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+                target = WeightTarget(
+                    q.name, q.op_type, q.index, q.weight, q.activation, node.output[0], rows, cols, dtype, not trans_b,
+                    alpha=float(get_attribute(node, "alpha", 1.0)), bias=bias, beta=float(get_attribute(node, "beta", 1.0)),
+                )
+        elif q.op_type == "Gather":
+            if get_attribute(node, "axis", 0) != 0:
+                reason = "Gather on an axis other than 0 is not an embedding lookup"
+            else:
+                target = WeightTarget(q.name, q.op_type, q.index, q.weight, q.activation, node.output[0], shape[0], shape[1], dtype, False)
+        if target is None:
+            left.append(LeftInFloat(q.name, q.op_type, reason or "unsupported weight layout", q.weight))
+        else:
+            targets.append(target)
+    return targets, left
+
+
+def read_weight(model: onnx.ModelProto, target: WeightTarget) -> np.ndarray:
+    """The weight as float32 ``[rows, cols]`` (Gemm's alpha folded in): one layer's copy."""
+    value = None
+    for tensor in model.graph.initializer:
+        if tensor.name == target.weight:
+            value = numpy_helper.to_array(tensor)
+            break
+    else:
+        value = GraphIndex(model.graph).constant(target.weight)
+    if value is None:
+        raise ValueError(f"{target.weight} is not a constant")
+    w = np.asarray(value, np.float32)
+    if target.transpose:
+        w = w.T
+    if target.alpha != 1.0:
+        w = w * np.float32(target.alpha)
+    return np.ascontiguousarray(w)
+
+
+@dataclass
+class WeightOnlyRewriter:
+    """Collects replacements node by node; ``finish`` splices them into the graph."""
+
+    model: onnx.ModelProto
+    names: NameMaker = field(init=False)
+    replacements: dict[int, list[onnx.NodeProto]] = field(default_factory=dict)
+    opsets: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.names = NameMaker(self.model.graph)
+
+    def prefix(self, target: WeightTarget) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.]+", "_", target.name).strip("_") or target.weight
+        return self.names(base)
+
+    def fresh(self, base: str) -> str:
+        return self.names(base)
+
+    def replace(self, target: WeightTarget, emitted: Emitted) -> None:
+        """Put ``emitted`` in place of the target node; its initializers join the graph now."""
+        self.model.graph.initializer.extend(emitted.initializers)
+        for domain, version in emitted.opsets.items():
+            self.opsets[domain] = max(self.opsets.get(domain, 0), version)
+        self.replacements[target.node_index] = list(emitted.nodes)
+        # Free the float weight as soon as nothing else reads it (streaming: one float copy).
+        self._drop_if_unused(target)
+
+    def scaled_activation(self, target: WeightTarget, input_scale: np.ndarray, prefix: str) -> Emitted:
+        """A ``Mul`` by per-channel factors in front of the node (AWQ), and its output name."""
+        scale_name = self.fresh(f"{prefix}_awq_scale")
+        out = self.fresh(f"{prefix}_awq_input")
+        node = helper.make_node("Mul", [target.activation, scale_name], [out], name=self.fresh(f"{prefix}_awq_Mul"))
+        return Emitted([node], [numpy_helper.from_array(input_scale.astype(target.dtype), scale_name)])
+
+    def gemm_bias(self, target: WeightTarget, product: str, prefix: str) -> Emitted:
+        """Add Gemm's ``beta * C`` after the quantized product (C broadcast as Gemm does)."""
+        assert target.bias is not None
+        emitted = Emitted()
+        bias = target.bias
+        if target.beta != 1.0:
+            index = GraphIndex(self.model.graph)
+            value = index.constant(bias)
+            scaled = self.fresh(f"{prefix}_bias_scaled")
+            if value is not None:
+                emitted.initializers.append(numpy_helper.from_array((value * target.beta).astype(value.dtype), scaled))
+            else:
+                beta_name = self.fresh(f"{prefix}_beta")
+                emitted.initializers.append(numpy_helper.from_array(np.array(target.beta, target.dtype), beta_name))
+                emitted.nodes.append(helper.make_node("Mul", [bias, beta_name], [scaled], name=self.fresh(f"{prefix}_beta_Mul")))
+            bias = scaled
+        emitted.nodes.append(helper.make_node("Add", [product, bias], [target.output], name=self.fresh(f"{prefix}_bias_Add")))
+        return emitted
+
+    def _drop_if_unused(self, target: WeightTarget) -> None:
+        graph = self.model.graph
+        for index, node in enumerate(graph.node):
+            if index == target.node_index or index in self.replacements:
+                continue
+            if target.weight in node.input:
+                return
+        if target.weight in {o.name for o in graph.output}:
+            return
+        for i, tensor in enumerate(graph.initializer):
+            if tensor.name == target.weight:
+                del graph.initializer[i]
+                return
+
+    def finish(self) -> onnx.ModelProto:
+        graph = self.model.graph
+        nodes: list[onnx.NodeProto] = []
+        for index, node in enumerate(graph.node):
+            nodes.extend(self.replacements.get(index, [node]))
+        copies = []
+        for node in nodes:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            copies.append(copy)
+        read = {i for n in copies for i in n.input} | {o.name for o in graph.output}
+        # Constant nodes that held a replaced weight are dead now.
+        copies = [n for n in copies if n.op_type != "Constant" or any(o in read for o in n.output)]
+        del graph.node[:]
+        graph.node.extend(copies)
+        remove_unused_initializers(graph)
+        for domain, version in self.opsets.items():
+            set_opset(self.model, domain, version)
+        return self.model
+
+
+def set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
+    """Import ``domain`` at ``version`` at least (the default domain must be converted first)."""
+    current = opset_version(model, domain)
+    if current >= version:
+        return
+    if domain == "":
+        raise ValueError(f"the default opset must be converted to {version} before rewriting")
+    for opset in model.opset_import:
+        if opset.domain == domain:
+            opset.version = version
+            break
+    else:
+        model.opset_import.append(helper.make_opsetid(domain, version))
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of all initializers (what a weight-only scheme shrinks)."""
+    total = 0
+    for tensor in model.graph.initializer:
+        if tensor.HasField("raw_data"):
+            total += len(tensor.raw_data)
+        else:
+            total += int(numpy_helper.to_array(tensor).nbytes)
+    return total

@@ -1,0 +1,331 @@
+"""Weight-only quantization: MatMul/Gemm weights and embedding tables to 8, 4 or 2 bits.
+
+One weight at a time (streaming): read the float matrix, let the algorithm choose codes and
+scales, emit the format's nodes, drop the float initializer. Data-driven methods (GPTQ, AWQ)
+first stream the calibration data once through the float model to collect, per distinct
+activation feeding a MatMul/Gemm, ``X^T X`` and the mean ``|x|`` per channel; padding tokens
+(``attention_mask == 0``) are left out of both, since no output the user reads depends on them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeq.errors import ConfigError, UnsupportedError
+from edgeq.graph.passes.base import opset_version
+from edgeq.graph.passes.weight_only import (
+    LeftInFloat,
+    WeightOnlyRewriter,
+    WeightTarget,
+    plan_targets,
+    read_weight,
+    weight_bytes,
+)
+from edgeq.metrics import sqnr_db
+from edgeq.quantize import algorithms
+from edgeq.quantize.algorithms import AlgorithmResult, LayerStats, output_error
+from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
+from edgeq.quantize.codecs import Codec, get_codec
+from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
+from edgeq.quantize.formats import Emitted, bnb4, gather, matmulnbits, qdq
+from edgeq.quantize.summary import NodeDecision, QuantizationSummary
+
+DATA_DRIVEN = (Method.GPTQ, Method.AWQ)
+
+
+def check_config(config: WeightOnlyConfig) -> None:
+    """Refuse, in one line, the combinations no onnxruntime kernel executes."""
+    fmt = config.resolved_format
+    table_codec = config.weights in (WeightFormat.NF4, WeightFormat.FP4)
+    if table_codec and fmt is not OnnxFormat.BNB4:
+        raise UnsupportedError(
+            f"--weights {config.weights.value} runs only as com.microsoft.MatMulBnb4; use --format bnb4 "
+            "(or --weights int4 for --format matmulnbits/qdq)"
+        )
+    if not table_codec and fmt is OnnxFormat.BNB4:
+        raise UnsupportedError(
+            f"--format bnb4 holds nf4 or fp4 codes, not {config.weights.value}; use --weights nf4/fp4 or --format matmulnbits"
+        )
+    if config.accuracy_level and fmt is not OnnxFormat.MATMULNBITS:
+        raise ConfigError(f"--accuracy-level applies to --format matmulnbits only, not {fmt.value}")
+
+
+def embedding_codec(config: WeightOnlyConfig, codec: Codec) -> tuple[Codec, str]:
+    """The codec for embedding tables: NF4/FP4 have no Gather kernel, so their tables use int4."""
+    if codec.is_integer:
+        return codec, ""
+    return get_codec("int4", config.symmetric), f"int4 for the table: no onnxruntime Gather kernel decodes {codec.name}"
+
+
+# -- calibration statistics ---------------------------------------------------------------
+
+
+class _TokenMask:
+    """The current batch's ``attention_mask`` (the collector feeds graph inputs to observers too)."""
+
+    def __init__(self) -> None:
+        self.rows: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        self.rows = np.asarray(x).reshape(-1) != 0
+
+    def merge(self, other: Any) -> None:  # pragma: no cover - never merged
+        raise NotImplementedError
+
+
+class _LayerStatsObserver:
+    """``X^T X`` and mean ``|x|`` of one MatMul input over the tokens that are not padding."""
+
+    def __init__(self, mask: _TokenMask | None) -> None:
+        self.mask = mask
+        self.gram: np.ndarray | None = None
+        self.abs_sum: np.ndarray | None = None
+        self.rows = 0
+
+    def update(self, x: np.ndarray) -> None:
+        rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+        if self.mask is not None and self.mask.rows is not None and self.mask.rows.size == rows.shape[0]:
+            rows = rows[self.mask.rows]
+        rows64 = rows.astype(np.float64)
+        gram = rows64.T @ rows64
+        magnitude = np.abs(rows64).sum(axis=0)
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.abs_sum = magnitude if self.abs_sum is None else self.abs_sum + magnitude
+        self.rows += rows.shape[0]
+
+    def merge(self, other: Any) -> None:  # pragma: no cover - never merged
+        raise NotImplementedError
+
+    def stats(self) -> LayerStats:
+        if self.gram is None or self.abs_sum is None or self.rows == 0:
+            return LayerStats()
+        return LayerStats(hessian=self.gram / self.rows, magnitudes=self.abs_sum / self.rows)
+
+
+def _mask_input(model: onnx.ModelProto) -> str | None:
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+        if "mask" in value.name.lower() and len(dims) == 2:
+            return value.name
+    return None
+
+
+def collect_layer_stats(
+    model: onnx.ModelProto, targets: list[WeightTarget], data: Any, progress: bool
+) -> dict[str, LayerStats]:
+    """Per activation tensor: the Hessian and channel magnitudes, from one pass over ``data``."""
+    from edgeq.calibrate.collector import collect
+
+    activations = list(dict.fromkeys(t.activation for t in targets if not t.is_embedding))
+    if not activations:
+        return {}
+    mask_name = _mask_input(model)
+    mask = _TokenMask() if mask_name is not None else None
+    observers: dict[str, list[Any]] = {}
+    if mask_name is not None and mask is not None:
+        observers[mask_name] = [mask]  # first: the other observers of a batch read it
+    layer_observers = {name: _LayerStatsObserver(mask) for name in activations}
+    for name, observer in layer_observers.items():
+        observers.setdefault(name, []).append(observer)
+    collect(model, data, observers, progress=progress, description="collecting X^T X")
+    return {name: observer.stats() for name, observer in layer_observers.items()}
+
+
+# -- the handler ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    if not enabled or total == 0:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        bar.add_task("quantizing weights", total=total)
+        yield bar
+
+
+def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """Raise the default-domain opset to ``version`` (standard DequantizeLinear blocks need it)."""
+    current = opset_version(model, "")
+    if current >= version:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, version)
+    except Exception as exc:  # the converter raises bare RuntimeErrors/ValueErrors per adapter
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(
+            f"cannot convert the model from opset {current} to {version} for --format qdq ({first}); "
+            "use --format matmulnbits"
+        ) from None
+    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import))
+    converted.ir_version = max(converted.ir_version, min_ir)
+    return converted
+
+
+def _fit_result(
+    method: Method, codec: Codec, w: np.ndarray, config: WeightOnlyConfig, stats: LayerStats | None
+) -> AlgorithmResult:
+    return algorithms.run(
+        method.value, codec, w, config.block_size, stats, gptq_damp=config.gptq_damp, gptq_act_order=config.gptq_act_order
+    )
+
+
+def _emit(
+    rewriter: WeightOnlyRewriter,
+    target: WeightTarget,
+    result: AlgorithmResult,
+    config: WeightOnlyConfig,
+    fmt: OnnxFormat,
+    prefix: str,
+) -> Emitted:
+    """Nodes computing the target's output from its quantized weight in format ``fmt``."""
+    emitted = Emitted()
+    q = result.quantized
+    activation = target.activation
+    if result.input_scale is not None:
+        scaling = rewriter.scaled_activation(target, result.input_scale, prefix)
+        emitted.extend(scaling)
+        activation = scaling.nodes[-1].output[0]
+    if target.is_embedding:
+        if fmt is OnnxFormat.QDQ:
+            emitted.extend(qdq.emit_gather(q, activation, target.output, prefix, target.dtype))
+        else:
+            emitted.extend(gather.emit(q, activation, target.output, prefix, target.dtype))
+        return emitted
+    product = target.output if target.bias is None else rewriter.fresh(f"{prefix}_product")
+    if fmt is OnnxFormat.MATMULNBITS:
+        emitted.extend(matmulnbits.emit(q, activation, product, prefix, target.dtype, config.accuracy_level))
+    elif fmt is OnnxFormat.QDQ:
+        emitted.extend(qdq.emit(q, activation, product, prefix, target.dtype))
+    else:
+        emitted.extend(bnb4.emit(q, target.rows, target.cols, activation, product, prefix, target.dtype))
+    if target.bias is not None:
+        emitted.extend(rewriter.gemm_bias(target, product, prefix))
+    return emitted
+
+
+def _left(decision: LeftInFloat) -> NodeDecision:
+    return NodeDecision(name=decision.name, op_type=decision.op_type, quantized=False, reason=decision.reason, weight=decision.weight)
+
+
+@register(WeightOnlyConfig)
+def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, inputs: QuantizeInputs) -> QuantizeResult:
+    """The handler behind ``edgeq quantize --weights int8|int4|int2|nf4|fp4``."""
+    check_config(config)
+    if config.method in DATA_DRIVEN and inputs.data is None:
+        raise ConfigError(f"--method {config.method.value} needs calibration data: pass --data (an .npz, folder or recipe)")
+    if config.exclude:
+        try:
+            re.compile(config.exclude)
+        except re.error as exc:
+            raise ConfigError(f"--exclude: {config.exclude!r} is not a valid regular expression ({exc})") from None
+    fmt = config.resolved_format
+    codec = get_codec(config.weights.value, config.symmetric)
+    if fmt is OnnxFormat.QDQ:
+        model = _convert_opset(model, qdq.required_opset(codec.bits))
+
+    summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
+    summary.weight_bytes_before = weight_bytes(model)
+    targets, left = plan_targets(model, config.embeddings, config.exclude)
+    for skipped in left:
+        summary.add(_left(skipped))
+    if not targets:
+        summary.notes.append("no MatMul/Gemm/Gather node with a constant float weight: nothing to quantize")
+        summary.weight_bytes_after = summary.weight_bytes_before
+        return QuantizeResult(model, summary)
+
+    stats: dict[str, LayerStats] = {}
+    if config.method in DATA_DRIVEN:
+        started = time.perf_counter()
+        stats = collect_layer_stats(model, targets, inputs.data, inputs.progress)
+        summary.notes.append(f"calibration statistics collected in {time.perf_counter() - started:.1f} s")
+
+    rewriter = WeightOnlyRewriter(model)
+    table_codec, table_note = embedding_codec(config, codec)
+    with _progress(len(targets), inputs.progress) as bar:
+        for target in targets:
+            decision = _quantize_target(rewriter, target, config, fmt, codec, table_codec, table_note, stats)
+            summary.add(decision)
+            if bar is not None:
+                bar.advance(bar.task_ids[0])
+    model = rewriter.finish()
+    summary.weight_bytes_after = weight_bytes(model)
+    return QuantizeResult(model, summary)
+
+
+def _quantize_target(
+    rewriter: WeightOnlyRewriter,
+    target: WeightTarget,
+    config: WeightOnlyConfig,
+    fmt: OnnxFormat,
+    codec: Codec,
+    table_codec: Codec,
+    table_note: str,
+    stats: dict[str, LayerStats],
+) -> NodeDecision:
+    w = read_weight(rewriter.model, target)
+    method = config.method
+    note = ""
+    layer_stats = stats.get(target.activation)
+    if target.is_embedding:
+        codec = table_codec
+        note = table_note
+        if method in DATA_DRIVEN:
+            # A lookup has no input activations to weigh errors by: the best data-free fit.
+            method, note = Method.HQQ, "; ".join(filter(None, [note, "hqq for the table: a lookup has no activations"]))
+    elif method in DATA_DRIVEN and (layer_stats is None or layer_stats.hessian is None):
+        method, note = Method.HQQ, "no calibration activations reached this node; hqq instead"
+    flat = fmt is OnnxFormat.BNB4 and not target.is_embedding and bnb4.flat_layout(target.rows, target.cols, config.block_size)
+    if flat and method in DATA_DRIVEN:
+        method, note = Method.HQQ, f"K={target.cols} is not a multiple of block {config.block_size}: bnb4 blocks straddle rows, hqq instead"
+
+    weight_for_fit = w.reshape(1, -1) if flat else w
+    result = _fit_result(method, codec, weight_for_fit, config, layer_stats)
+    reason = None
+    if target.is_embedding and fmt is not OnnxFormat.QDQ:
+        reason = gather.check_table(result.quantized)
+    elif fmt is OnnxFormat.QDQ and not target.is_embedding:
+        reason = qdq.check_matmul(result.quantized)
+    if reason is not None:
+        return NodeDecision(name=target.name, op_type=target.op_type, quantized=False, reason=reason, weight=target.weight)
+
+    effective = result.effective_weight().reshape(w.shape)
+    error: dict[str, float] = {"weight_sqnr_db": round(float(sqnr_db(w, effective)), 3)}
+    if layer_stats is not None and layer_stats.hessian is not None and not target.is_embedding:
+        error["output_rel_mse"] = float(output_error(w, effective, layer_stats.hessian))
+    prefix = rewriter.prefix(target)
+    emitted = _emit(rewriter, target, result, config, fmt, prefix)
+    rewriter.replace(target, emitted)
+    q = result.quantized
+    kind = "asym" if q.zero_points is not None else "sym" if q.codec.is_integer else "absmax"
+    scheme = f"{q.codec.name} block{q.block_size} {kind} {method.value}"
+    if result.input_scale is not None:
+        scheme += " +input scale"
+    if note:
+        scheme += f" ({note})"
+    return NodeDecision(
+        name=target.name,
+        op_type=target.op_type,
+        quantized=True,
+        scheme=scheme,
+        weight=target.weight,
+        bits=float(q.codec.bits),
+        block_size=q.block_size,
+        method=method.value,
+        error=error,
+    )
