@@ -117,7 +117,7 @@ def save_model(
 
 def model_sha256(path: str | Path) -> str:
     """Digest of the model file and its external data files, so a table is tied to one model."""
-    path = Path(path)
+    path = resolve_model_path(path)  # a file.py:factory spec digests its exported ONNX
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -180,3 +180,32 @@ def test_untraceable_module_names_the_root_cause(capfd):
     assert "\n" not in str(info.value)
     captured = capfd.readouterr()
     assert "GraphModule" not in captured.err + captured.out  # the exporter's dumps stay hidden
+
+
+def test_nodes_and_linear_weights_are_named_after_their_modules():
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = torch.nn.Linear(8, 16)
+            self.fc2 = torch.nn.Linear(16, 8)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    module = torch.nn.Sequential(Block(), Block())
+    result = to_onnx(module, torch.randn(2, 3, 8))  # 3-D input: Linear becomes MatMul on W^T
+    graph = result.model.graph
+    matmuls = [(n.name, n.input[1]) for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls == [(f"{b}.{fc}/MatMul", f"{b}.{fc}.weight_t") for b in "01" for fc in ("fc1", "fc2")]
+    inits = {t.name: t for t in graph.initializer}
+    w = onnx.numpy_helper.to_array(inits["1.fc2.weight_t"])
+    np.testing.assert_array_equal(w, module[1].fc2.weight.detach().numpy().T)
+    assert len({n.name for n in graph.node}) == len(graph.node)
+    assert all(len(n.metadata_props) == 0 for n in graph.node)  # no source paths of this machine
+
+
+def test_conv_with_folded_batchnorm_is_named_after_the_conv():
+    result = to_onnx(_with_bn_statistics(ConvBN()), torch.randn(2, 3, 8, 8))
+    convs = [n for n in result.model.graph.node if n.op_type == "Conv"]
+    assert [n.name for n in convs] == ["conv/Conv"] and convs[0].input[1] == "conv.weight"
+    assert "BatchNormalization" not in {n.op_type for n in result.model.graph.node}  # folded, checked above
