@@ -1,0 +1,126 @@
+"""The report as data: the ``edgeq.Report`` JSON document and how sections are assembled.
+
+The HTML page and the JSON file are two views of one ``Report``: the page is rendered from the
+document, never from the raw inputs, so a number cannot differ between what a person reads and
+what a CI script checks. The JSON embeds each input result whole (the runtime's benchmark dict,
+the ``edgeq.CompareResult`` envelope) next to the numbers the report derives from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edgeq.errors import ConfigError
+from edgeq.report.analysis import compare_summary, profile_summary
+from edgeq.report.inputs import (
+    COMPARE_TYPE,
+    COMPARE_VERSION,
+    as_plain,
+    normalize_benchmark,
+    normalize_compare,
+    sanitize_json,
+    section_kind,
+)
+from edgeq.serialization import Serializable
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSection:
+    """One result to show, with how to title it.
+
+    ``target`` names the board a profile ran on (shown in its header); ``reference_label`` is
+    how the float reference appears in a comparison's table and plots (for example ``"fp32"``).
+    """
+
+    result: Any
+    title: str | None = None
+    target: str | None = None
+    reference_label: str = "reference"
+
+
+@dataclasses.dataclass
+class Report(Serializable):
+    """A rendered report's numbers. ``sections`` are dicts tagged by ``kind``.
+
+    A ``profile`` section holds ``benchmark`` (the runtime's BenchmarkResult dict) and
+    ``summary``; a ``compare`` section holds ``compare`` (an ``edgeq.CompareResult`` envelope)
+    and ``summary`` (headline accuracy metric and Pareto fronts). Non-finite numbers (an SQNR of
+    infinity for identical outputs) are written as null so strict JSON parsers accept the file.
+    """
+
+    schema_type: ClassVar[str] = "edgeq.Report"
+    schema_version: ClassVar[int] = 1
+
+    title: str
+    created_utc: str
+    edgeq_version: str
+    sections: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        # In memory the sections keep inf (the page shows "∞"); the file gets null.
+        return sanitize_json(super().to_dict())  # type: ignore[no-any-return]
+
+
+def _display_name(path: str) -> str:
+    return os.path.basename(path.rstrip("/\\")) or path
+
+
+def profile_section(result: Any, title: str | None = None, target: str | None = None) -> dict[str, Any]:
+    bench = normalize_benchmark(result)
+    target = target or bench.get("target")
+    return {
+        "kind": "profile",
+        "title": title or f"Profile: {_display_name(bench['model'])}",
+        "target": str(target) if target else None,
+        "benchmark": bench,
+        "summary": profile_summary(bench),
+    }
+
+
+def compare_section(result: Any, title: str | None = None, reference_label: str = "reference") -> dict[str, Any]:
+    compare = normalize_compare(result)
+    return {
+        "kind": "compare",
+        "title": title or f"Compare: {_display_name(compare['reference'])}",
+        "reference_label": reference_label,
+        "compare": {"_type": COMPARE_TYPE, "_version": COMPARE_VERSION, "_data": compare},
+        "summary": compare_summary(compare, reference_label),
+    }
+
+
+def _section(item: Any, index: int) -> dict[str, Any]:
+    spec = item if isinstance(item, ReportSection) else ReportSection(result=item)
+    where = f"report section {index + 1}"
+    try:
+        raw = as_plain(spec.result)
+        kind = section_kind(raw)
+        if kind == "profile":
+            return profile_section(raw, spec.title, spec.target)
+        return compare_section(raw, spec.title, spec.reference_label)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def build_report(sections: Sequence[Any], title: str | None = None) -> Report:
+    """Validate every section and derive its summary numbers; nothing is written yet."""
+    if isinstance(sections, (dict, ReportSection)) or hasattr(sections, "to_dict"):
+        sections = [sections]
+    if not sections:
+        raise ConfigError("report: no sections to show; pass at least one benchmark or compare result")
+    built = [_section(item, i) for i, item in enumerate(sections)]
+    if title is None:
+        title = built[0]["title"] if len(built) == 1 else "edgeq report"
+    from edgeq import __version__
+
+    created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    return Report(title=title, created_utc=created, edgeq_version=__version__, sections=built)
+
+
+def load_report(path: str | Path) -> Report:
+    """Read a report JSON written earlier (for re-rendering, or for a CI check)."""
+    return Report.load(path)

@@ -1,0 +1,73 @@
+"""Write report pages and their JSON twins, atomically.
+
+Both files are fully rendered in memory before either is written, so a bad input or a plotting
+failure leaves an existing report exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeq.errors import ConfigError
+from edgeq.report.document import Report, ReportSection, build_report
+
+
+def _check_paths(path: str | Path | None, json_path: str | Path | None) -> None:
+    if path is None and json_path is None:
+        raise ConfigError("report: give an HTML path, a JSON path, or both")
+    if path is not None and json_path is not None and Path(json_path).resolve() == Path(path).resolve():
+        raise ConfigError(f"{json_path}: the JSON report cannot overwrite the HTML report; pick another path")
+    for target in (path, json_path):
+        if target is not None and Path(target).is_dir():
+            raise ConfigError(f"{target}: is a directory; give a file path for the report")
+
+
+def write_report(
+    sections: Sequence[Any] | Report,
+    path: str | Path | None,
+    json_path: str | Path | None = None,
+    title: str | None = None,
+) -> Report:
+    """Write one page holding several results, in the order given.
+
+    ``sections`` items are ``BenchmarkResult`` / ``CompareResult`` objects, their dicts, or
+    ``ReportSection(result, title=..., target=..., reference_label=...)`` to title them; a
+    ``Report`` loaded from an earlier ``--json`` file is re-rendered as it is.
+    ``path`` may be None to write only the JSON. Returns the document that was written.
+    """
+    from edgeq.fileio import atomic_write_text
+    from edgeq.report.html import render_html, report_json
+
+    _check_paths(path, json_path)
+    report = sections if isinstance(sections, Report) else build_report(sections, title)
+    if title is not None:
+        report.title = title
+    page = render_html(report) if path is not None else None
+    document = report_json(report) if json_path is not None else None
+    if path is not None and page is not None:
+        atomic_write_text(path, page)
+    if json_path is not None and document is not None:
+        atomic_write_text(json_path, document)
+    return report
+
+
+def write_profile_report(
+    result: Any,
+    path: str | Path | None,
+    json_path: str | Path | None = None,
+    target: str | None = None,
+) -> Report:
+    """Report one benchmark (a runtime ``BenchmarkResult`` or its dict) as a page."""
+    return write_report([ReportSection(result, target=target)], path, json_path)
+
+
+def write_compare_report(
+    result: Any,
+    path: str | Path | None,
+    json_path: str | Path | None = None,
+    reference_label: str = "reference",
+) -> Report:
+    """Report one comparison (an ``edgeq.CompareResult`` or its dict) as a page."""
+    return write_report([ReportSection(result, reference_label=reference_label)], path, json_path)
