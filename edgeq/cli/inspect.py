@@ -20,10 +20,13 @@ def _human_bytes(n: float) -> str:
 
 @app.command("inspect")
 def inspect_command(
-    model: Path = typer.Argument(..., help="An ONNX file."),
+    model: Path = typer.Argument(..., help="An ONNX file, or a bundle folder (checks its files against manifest.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Show inputs, outputs, opsets, op histogram, parameters and quantizable nodes."""
+    if model.is_dir() and (model / "manifest.json").is_file():
+        _inspect_bundle(model, as_json)
+        return
     from edgeq.graph.inspect import inspect_model
 
     info = inspect_model(model)
@@ -47,3 +50,17 @@ def inspect_command(
         typer.echo(f"left in float: {len(info.skipped)}")
         for s in info.skipped:
             typer.echo(f"  {s['name']} ({s['op_type']}): {s['reason']}")
+
+
+def _inspect_bundle(path: Path, as_json: bool) -> None:
+    """A bundle folder: the manifest summary, and every file checked against its sha256."""
+    from edgeq.errors import EdgeqError
+    from edgeq.export.bundle import format_bundle, inspect_bundle
+
+    manifest, problems = inspect_bundle(path)
+    if as_json:
+        echo_json({"manifest": manifest.to_dict(), "problems": problems})
+    else:
+        typer.echo(format_bundle(path, manifest, problems))
+    if problems:
+        raise EdgeqError(f"{path}: {len(problems)} file(s) do not match manifest.json: " + "; ".join(problems))
