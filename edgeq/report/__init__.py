@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from edgeq.report.document import Report, ReportSection, build_report, load_report
 from edgeq.report.profiling import profile
-from edgeq.report.writer import write_compare_report, write_profile_report, write_report
+from edgeq.report.writer import write_compare_report, write_demo_report, write_profile_report, write_report
 
 REPORT_SCHEMA = Report.schema_type
 REPORT_SCHEMA_VERSION = Report.schema_version
@@ -24,6 +24,7 @@ __all__ = [
     "load_report",
     "profile",
     "write_compare_report",
+    "write_demo_report",
     "write_profile_report",
     "write_report",
 ]

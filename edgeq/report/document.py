@@ -33,14 +33,16 @@ from edgeq.serialization import Serializable
 class ReportSection:
     """One result to show, with how to title it.
 
-    ``target`` names the board a profile ran on (shown in its header); ``reference_label`` is
-    how the float reference appears in a comparison's table and plots (for example ``"fp32"``).
+    ``result`` is a result object, its dict, or the path of a JSON file holding one (or an
+    earlier ``edgeq.Report``). ``target`` names the board a profile ran on (shown in its
+    header); ``reference_label`` is how the float reference appears in a comparison's table and
+    plots; by default it is read from the reference model's weights ("fp32", "fp16").
     """
 
     result: Any
     title: str | None = None
     target: str | None = None
-    reference_label: str = "reference"
+    reference_label: str | None = None
 
 
 @dataclasses.dataclass
@@ -82,8 +84,26 @@ def profile_section(result: Any, title: str | None = None, target: str | None = 
     }
 
 
-def compare_section(result: Any, title: str | None = None, reference_label: str = "reference") -> dict[str, Any]:
+def _precision_label(path: str) -> str:
+    """The reference's precision from its float weights (fp32, fp16); "reference" if unreadable."""
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # the file may have moved since the comparison ran; the label is cosmetic
+        return "reference"
+    counts: dict[int, int] = {}
+    for init in model.graph.initializer:
+        counts[init.data_type] = counts.get(init.data_type, 0) + 1
+    names: dict[int, str] = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+    floats = {t: n for t, n in counts.items() if t in names}
+    return names[max(floats, key=lambda t: floats[t])] if floats else "reference"
+
+
+def compare_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
     compare = normalize_compare(result)
+    if reference_label is None:
+        reference_label = _precision_label(compare["reference"])
     return {
         "kind": "compare",
         "title": title or f"Compare: {_display_name(compare['reference'])}",
@@ -93,8 +113,37 @@ def compare_section(result: Any, title: str | None = None, reference_label: str 
     }
 
 
-def _section(item: Any, index: int) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
+    import json
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON result ({exc})") from None
+
+
+def _expand(item: Any) -> list[ReportSection]:
+    """Sections from one input: a result, a ReportSection, or a JSON file (an earlier report expands)."""
     spec = item if isinstance(item, ReportSection) else ReportSection(result=item)
+    if not isinstance(spec.result, (str, Path)):
+        return [spec]
+    path = Path(spec.result)
+    data = _read_json(path)
+    if isinstance(data, dict) and data.get("_type") == Report.schema_type:
+        report = Report.from_dict(data, source=str(path))
+        return [_from_built(section, spec.title if len(report.sections) == 1 else None) for section in report.sections]
+    return [dataclasses.replace(spec, result=data)]
+
+
+def _from_built(section: dict[str, Any], title: str | None) -> ReportSection:
+    if section.get("kind") == "profile":
+        return ReportSection(section["benchmark"], title or section.get("title"), section.get("target"))
+    return ReportSection(section.get("compare"), title or section.get("title"), reference_label=section.get("reference_label"))
+
+
+def _section(spec: ReportSection, index: int) -> dict[str, Any]:
     where = f"report section {index + 1}"
     try:
         raw = as_plain(spec.result)
@@ -108,11 +157,12 @@ def _section(item: Any, index: int) -> dict[str, Any]:
 
 def build_report(sections: Sequence[Any], title: str | None = None) -> Report:
     """Validate every section and derive its summary numbers; nothing is written yet."""
-    if isinstance(sections, (dict, ReportSection)) or hasattr(sections, "to_dict"):
+    if isinstance(sections, (dict, ReportSection, str, Path)) or hasattr(sections, "to_dict"):
         sections = [sections]
-    if not sections:
+    specs = [spec for item in sections for spec in _expand(item)]
+    if not specs:
         raise ConfigError("report: no sections to show; pass at least one benchmark or compare result")
-    built = [_section(item, i) for i, item in enumerate(sections)]
+    built = [_section(spec, i) for i, spec in enumerate(specs)]
     if title is None:
         title = built[0]["title"] if len(built) == 1 else "edgeq report"
     from edgeq import __version__

@@ -67,7 +67,23 @@ def write_compare_report(
     result: Any,
     path: str | Path | None,
     json_path: str | Path | None = None,
-    reference_label: str = "reference",
+    reference_label: str | None = None,
 ) -> Report:
     """Report one comparison (an ``edgeq.CompareResult`` or its dict) as a page."""
     return write_report([ReportSection(result, reference_label=reference_label)], path, json_path)
+
+
+def write_demo_report(
+    compares: Sequence[Any],
+    profiles: Sequence[Any],
+    path: str | Path,
+    json_path: str | Path | None = None,
+    title: str = "edgeq demo: accuracy, size, latency and energy",
+) -> Path:
+    """The demo's page: every comparison first, then every profile; returns the HTML path.
+
+    Items are result objects, their dicts, or JSON files (``CompareResult`` files, runtime
+    ``BenchmarkResult`` files, or reports written by ``edgeq profile --json``).
+    """
+    write_report([*compares, *profiles], path, json_path, title=title)
+    return Path(path)

@@ -361,3 +361,60 @@ def test_cli_profile_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytes
     assert main(["profile", str(model), "--iterations", "5", "--duration", "1"]) == 2
     assert "alternatives" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+
+
+def _tiny_onnx(path: Path, dtype: int) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    np_dtype = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16}[dtype]
+    weight = onnx.numpy_helper.from_array(np.ones((4, 4), dtype=np_dtype), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", dtype, [1, 4])],
+        [helper.make_tensor_value_info("y", dtype, [1, 4])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_reference_label_comes_from_the_reference_weights(tmp_path: Path) -> None:
+    from edgeq.report.document import compare_section
+
+    compare = classification_compare()
+    compare["_data"]["reference"] = str(_tiny_onnx(tmp_path / "ref16.onnx", 10))  # FLOAT16
+    assert compare_section(compare)["reference_label"] == "fp16"
+    compare["_data"]["reference"] = str(_tiny_onnx(tmp_path / "ref32.onnx", 1))  # FLOAT
+    section = compare_section(compare)
+    assert section["reference_label"] == "fp32" and "fp32" in section["summary"]["pareto_front"]["size"]
+    compare["_data"]["reference"] = str(tmp_path / "moved-away.onnx")
+    assert compare_section(compare)["reference_label"] == "reference"
+    assert compare_section(compare, reference_label="float")["reference_label"] == "float"
+
+
+def test_demo_report_reads_result_files_and_earlier_reports(tmp_path: Path) -> None:
+    from edgeq.report import write_demo_report
+
+    compare_file = tmp_path / "compare.json"
+    compare_file.write_text(json.dumps(classification_compare()))
+    bench_file = tmp_path / "bench.json"
+    bench_file.write_text(json.dumps(benchmark_dict(energy=False, ops=False, model="raw.onnx")))
+    earlier = tmp_path / "profile.json"
+    write_profile_report(benchmark_dict(energy=False, ops=False, model="bundle/model.onnx"), None, earlier, target="orin")
+    out = write_demo_report([compare_file], [earlier, bench_file], tmp_path / "demo.html", tmp_path / "demo.json")
+    assert out == tmp_path / "demo.html"
+    doc = json.loads((tmp_path / "demo.json").read_text())
+    sections = doc["_data"]["sections"]
+    assert [s["kind"] for s in sections] == ["compare", "profile", "profile"]
+    assert sections[1]["target"] == "orin" and sections[1]["benchmark"]["model"] == "bundle/model.onnx"
+    assert sections[2]["benchmark"]["model"] == "raw.onnx"
+    html = out.read_text()
+    assert html.count('<section class="report-section') == 3 and "edgeq demo" in html
+    with pytest.raises(ConfigError, match=re.escape("missing.json: file not found")):
+        write_demo_report([tmp_path / "missing.json"], [], tmp_path / "x.html")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=re.escape("broken.json: not a readable JSON result")):
+        write_demo_report([tmp_path / "broken.json"], [], tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
