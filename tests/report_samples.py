@@ -49,7 +49,7 @@ def benchmark_dict(
             "python": "3.10.12",
             "jetson_model": "NVIDIA Jetson Orin Nano Developer Kit",
             "power_mode": "15W (nvpmodel 0)",
-            "clocks": {"jetson_clocks": True, "gpu_mhz": 624, "emc_mhz": 2133},
+            "clocks": {"gpu_mhz": 624.75, "gpu_max_mhz": 1020.0, "emc_mhz": 2133.0, "cpu_mhz": [1510.4] * 5 + [729.6]},
         },
         "versions": {"edgeq_runtime": "0.1.0", "onnxruntime": "1.20.0", "numpy": "1.26.4", "tensorrt": "10.3.0"},
         "batch": batch,

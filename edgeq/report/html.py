@@ -187,6 +187,34 @@ def _muted(text: str) -> str:
 
 # --------------------------------------------------------------------------- profile
 
+def _mhz(value: Any) -> str:
+    return f"{value:,.0f} MHz" if _is_number(value) else str(value)
+
+
+def _clocks_text(clocks: Any) -> str:
+    """The runtime's clock readings (gpu_mhz, gpu_max_mhz, emc_mhz, cpu_mhz per core) in one line."""
+    if not isinstance(clocks, dict):
+        return str(clocks)
+    rest = dict(clocks)
+    parts = []
+    if "gpu_mhz" in rest:
+        gpu = f"GPU {_mhz(rest.pop('gpu_mhz'))}"
+        if "gpu_max_mhz" in rest:
+            gpu += f" (max {_mhz(rest.pop('gpu_max_mhz'))})"
+        parts.append(gpu)
+    if "emc_mhz" in rest:
+        parts.append(f"memory {_mhz(rest.pop('emc_mhz'))}")
+    cpu = rest.pop("cpu_mhz", None)
+    if isinstance(cpu, list) and cpu and all(_is_number(c) for c in cpu):
+        low, high = min(cpu), max(cpu)
+        span = _mhz(low) if low == high else f"{low:,.0f}–{_mhz(high)}"
+        parts.append(f"CPU {span} ({len(cpu)} cores)")
+    elif cpu is not None:
+        rest["cpu_mhz"] = cpu
+    parts.extend(f"{k}: {v}" for k, v in _flat(rest))
+    return "; ".join(parts)
+
+
 def _profile_header(section: dict[str, Any]) -> str:
     bench = section["benchmark"]
     device = bench["device"]
@@ -197,9 +225,7 @@ def _profile_header(section: dict[str, Any]) -> str:
     if device.get("cpu_count"):
         cpu = f"{cpu} × {device['cpu_count']}" if cpu != DASH else f"{device['cpu_count']} cores"
     clocks = device.get("clocks")
-    clocks_text = (
-        _e("; ".join(f"{k}: {v}" for k, v in _flat(clocks))) if clocks else _muted("not readable on this device")
-    )
+    clocks_text = _e(_clocks_text(clocks)) if clocks else _muted("not readable on this device")
     run = [
         f"batch {bench['batch'] if bench['batch'] is not None else DASH}",
         f"{bench['warmup_iterations']} warm-up + {bench['iterations'] if bench['iterations'] is not None else DASH} measured iterations",
@@ -217,6 +243,8 @@ def _profile_header(section: dict[str, Any]) -> str:
         ("versions", _e(", ".join(f"{k} {v}" for k, v in versions.items() if v)) or DASH),
         ("python", _e(device.get("python") or DASH)),
     ]
+    shown = {"jetson_model", "hostname", "machine", "cpu", "cpu_count", "power_mode", "clocks", "python"}
+    rows += [(k, _e(v)) for k, v in _flat({k: v for k, v in device.items() if k not in shown})]
     return _dl(rows)
 
 

@@ -94,7 +94,7 @@ def test_profile_report_shows_latency_ops_and_energy(demo_page: tuple[Report, st
     energy = bench["energy"]
     assert f"{energy['energy_per_inference_mj']:.2f}" in html
     assert f"{energy['energy_above_idle_per_inference_mj']:.2f}" in html
-    for text in ("jetson-orin-nano", "15W (nvpmodel 0)", "gpu_mhz: 624", "tensorrt 10.3.0", "warm-up", "measured window"):
+    for text in ("jetson-orin-nano", "15W (nvpmodel 0)", "GPU 625 MHz (max 1,020 MHz); memory 2,133 MHz; CPU 730–1,510 MHz (6 cores)", "tensorrt 10.3.0", "warm-up", "measured window"):
         assert text in html, text
     # The slowest op is listed first in the table.
     first_row = re.search(r"<th>share</th></tr></thead><tbody><tr><td[^>]*>(.*?)</td>", html)
