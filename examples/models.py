@@ -154,13 +154,15 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
         start, end = entry["data_offsets"]
         shape = tuple(entry["shape"])
+        itemsize = np.dtype(dtype).itemsize
+        if end - start != math.prod(shape) * itemsize or not 0 <= start <= end <= len(blob) - base:
+            raise ValueError(
+                f"{path}: tensor {name} spans bytes {start}..{end} of {len(blob) - base}, "
+                f"shape {shape} needs {math.prod(shape) * itemsize} (truncated or corrupt file)"
+            )
         array = np.frombuffer(
             blob, dtype=np.dtype(dtype).newbyteorder("<"), count=math.prod(shape), offset=base + start
         )
-        if array.nbytes != end - start:
-            raise ValueError(
-                f"{path}: tensor {name} has {end - start} bytes, shape {shape} needs {array.nbytes}"
-            )
         tensors[name] = array.reshape(shape).astype(dtype, copy=True)  # native order, writable
     return tensors
 

@@ -21,3 +21,38 @@ def example_cache() -> Path:
     path = examples_cache()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# The real example models and data sets (examples/models.py, examples/datasets.py). Each fixture
+# builds into examples_cache() on first use and reuses fresh files after that, so only tests
+# that need an artefact pay for it. The builds are offline and deterministic.
+
+
+@pytest.fixture(scope="session")
+def efficientnet_model(example_cache: Path) -> Path:
+    from examples.models import build_efficientnet_lite0
+
+    return build_efficientnet_lite0(example_cache)
+
+
+@pytest.fixture(scope="session")
+def minilm_model(example_cache: Path) -> Path:
+    from examples.models import build_minilm
+
+    return build_minilm(example_cache)
+
+
+@pytest.fixture(scope="session")
+def image_sets(example_cache: Path) -> tuple[Path, Path]:
+    """(calibration, evaluation) npz paths, key "input" float32 [N,3,224,224]."""
+    from examples.datasets import build_image_sets
+
+    return build_image_sets(example_cache)
+
+
+@pytest.fixture(scope="session")
+def text_sets(example_cache: Path) -> tuple[Path, Path]:
+    """(calibration, evaluation) npz paths, keys input_ids/attention_mask/token_type_ids int64 [N,128]."""
+    from examples.datasets import build_text_sets
+
+    return build_text_sets(example_cache)
