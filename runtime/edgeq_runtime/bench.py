@@ -233,7 +233,7 @@ def _check_options(warmup: int, iterations: int, duration: Optional[float], ener
 def benchmark(
     session: Session,
     warmup: int = 20,
-    iterations: int = 200,
+    iterations: Optional[int] = 200,
     duration: Optional[float] = None,
     batch: Optional[int] = None,
     energy: str = "auto",
@@ -246,11 +246,14 @@ def benchmark(
     power_source: Optional[PowerSource] = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BenchmarkResult:
-    """Measure ``session``; ``duration`` (seconds) replaces ``iterations`` when given.
+    """Measure ``session``; ``duration`` (seconds) replaces ``iterations`` when given
+    (``iterations=None`` without a duration means the default 200).
 
     ``power_source`` overrides discovery under ``power_root`` (the caller then owns and closes it);
     ``clock`` times the power trace (latencies always use ``time.perf_counter``).
     """
+    if iterations is None:
+        iterations = 200
     _check_options(warmup, iterations, duration, energy, idle_s)
     run_feeds, batch_size = _prepare_feeds(session, batch, feeds, shapes)
     run = session.run_unchecked

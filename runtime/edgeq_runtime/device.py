@@ -53,8 +53,11 @@ def power_mode(root: Union[str, Path] = "/") -> Optional[str]:
         out = subprocess.run([binary, "-q"], capture_output=True, text=True, timeout=5).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    match = re.search(r"NV Power Mode:\s*(\S+)", out)
-    return match.group(1) if match else None
+    # "NV Power Mode: 15W" then the mode number on the next line
+    match = re.search(r"NV Power Mode:\s*(\S+)\s*(?:\n\s*(\d+))?", out)
+    if not match:
+        return None
+    return match.group(1) + (" (nvpmodel " + match.group(2) + ")" if match.group(2) else "")
 
 
 def clocks(root: Union[str, Path] = "/") -> Dict[str, Any]:
@@ -69,6 +72,9 @@ def clocks(root: Union[str, Path] = "/") -> Dict[str, Any]:
                 if maximum and maximum.isdigit():
                     result["gpu_max_mhz"] = int(maximum) / 1e6
                 break
+    emc = _read(base / "sys/kernel/debug/bpmp/debug/clk/emc/rate")  # debugfs: root only, often absent
+    if emc and emc.isdigit():
+        result["emc_mhz"] = int(emc) / 1e6
     cpu_mhz: List[float] = []
     for folder in sorted((base / "sys/devices/system/cpu").glob("cpu[0-9]*"), key=lambda p: int(p.name[3:])):
         current = _read(folder / "cpufreq/scaling_cur_freq")

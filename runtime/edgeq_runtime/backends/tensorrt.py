@@ -30,9 +30,8 @@ from edgeq_runtime.manifest import TensorSpec
 log = logging.getLogger(__name__)
 
 TENSORRT_MISSING = (
-    "TensorRT backend needs the tensorrt Python package (JetPack ships it: on a Jetson use the system "
-    "python3, or a venv made with --system-site-packages; on x86 pip install tensorrt); "
-    "or use --backend ort"
+    "TensorRT backend needs the tensorrt Python package (JetPack ships it): on a Jetson use the system "
+    "python3 or a venv made with --system-site-packages; on x86 pip install tensorrt; or use --backend ort"
 )
 MIN_VERSION = (8, 5)
 

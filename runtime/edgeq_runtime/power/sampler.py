@@ -33,7 +33,7 @@ class PowerSampler:
         self.source = source
         self.interval_s = float(interval_s) if interval_s is not None else max(source.period_s, MIN_INTERVAL_S)
         self._clock = clock
-        self._origin = 0.0
+        self._origin: Optional[float] = None
         self._times: List[float] = []
         self._values: List[float] = []  # watts, or joules for cumulative sources
         self._lock = threading.Lock()
@@ -43,29 +43,40 @@ class PowerSampler:
 
     # ---- recording -------------------------------------------------------------------------------
     def start(self) -> None:
-        self._origin = self._clock()
-        self.sample()
+        self._origin = None
+        self.sample()  # the first sample defines time zero
         self._thread = threading.Thread(target=self._loop, name="edgeq-power-sampler", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.sample()
-            except OSError as exc:  # a sensor file vanished or became unreadable mid-run
-                self.error = str(exc)
+            self.sample()
+            if self.error is not None:
                 return
 
     def sample(self) -> float:
-        """Read the source now; returns the sample's time (seconds since ``start``)."""
+        """Read the source now; returns the sample's time (seconds since ``start``).
+
+        A read that fails (a sensor file vanished or became unreadable mid-run) is recorded in
+        ``error`` and ends the recording: no value is made up for it.
+        """
         with self._lock:
-            if self.source.cumulative:
-                value = self.source.energy_j()
-            else:
-                value = self.source.total(self.source.read())
-            t = self._clock() - self._origin
+            now = self._clock()
+            if self._origin is None:
+                self._origin = now
+            t = now - self._origin
             if self._times and t <= self._times[-1]:
                 t = self._times[-1] + 1e-9  # keep times strictly increasing for interpolation
+            if self.error is not None:
+                return t
+            try:
+                if self.source.cumulative:
+                    value = self.source.energy_j()
+                else:
+                    value = self.source.total(self.source.read())
+            except (OSError, KeyError) as exc:  # KeyError: the total rail vanished from tegrastats output
+                self.error = (type(exc).__name__ + ": " + str(exc)) if isinstance(exc, KeyError) else str(exc)
+                return t
             self._times.append(t)
             self._values.append(float(value))
             return t
