@@ -53,7 +53,7 @@ def _write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
 
 def test_safetensors_reader_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "a.weight": rng.standard_normal((3, 5)).astype(np.float32),
         "ids": np.arange(7, dtype=np.int64).reshape(1, 7),
         "half": rng.standard_normal(4).astype(np.float16),
