@@ -418,3 +418,32 @@ def test_demo_report_reads_result_files_and_earlier_reports(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=re.escape("broken.json: not a readable JSON result")):
         write_demo_report([tmp_path / "broken.json"], [], tmp_path / "x.html")
     assert not (tmp_path / "x.html").exists()
+
+
+def test_degenerate_results_still_render(tmp_path: Path) -> None:
+    one = benchmark_dict(iterations=1, warmup=0, energy=False, ops=False)
+    flat = benchmark_dict(iterations=30, warmup=2, energy=False, ops=False)
+    flat["trace_ms"] = [5.0] * 32  # identical latencies: zero spread on every axis
+    empty = benchmark_dict(energy=False, ops=False)
+    empty["trace_ms"], empty["warmup_iterations"] = [], 0
+    no_variants = embedding_compare()
+    no_variants["_data"]["variants"] = []
+    write_report([one, flat, empty, no_variants], tmp_path / "r.html", tmp_path / "r.json")
+    html = (tmp_path / "r.html").read_text()
+    _assert_self_contained(html)
+    assert "No per-iteration trace in this result" in html
+    for svg in _svgs(html):
+        ET.fromstring(svg)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["_data"]["sections"][0]["summary"]["latency_drift_percent"] is None
+    assert doc["_data"]["sections"][3]["summary"]["pareto_front"]["size"] == ["reference"]
+
+
+def test_json_summary_keys_are_the_documented_ones(demo_page: tuple[Report, str, dict]) -> None:
+    import edgeq.report
+
+    _, _, doc = demo_page
+    profile_summary, compare_summary = doc["_data"]["sections"][0]["summary"], doc["_data"]["sections"][1]["summary"]
+    documented = edgeq.report.__doc__ or ""
+    for key in [*profile_summary, *compare_summary, *compare_summary["pareto_front"]]:
+        assert f'"{key}"' in documented, key
