@@ -1,0 +1,254 @@
+"""The TensorRT backend's own logic, with stand-ins for ``tensorrt`` and the CUDA runtime.
+
+No GPU or TensorRT is available where these tests run, so they check only edgeq-runtime's side:
+it builds an engine on first use, caches it under a key, and loads it from the cache the second
+time. A bundled engine that does not load triggers a rebuild. Dynamic inputs without a shape get a
+one-line error. Host arrays go through device buffers and come back. The stand-ins do what the
+TensorRT and CUDA documentation describes, but they are not TensorRT: whether the real bindings
+behave this way is untested here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgeq_runtime.errors import BundleError
+from edgeq_runtime.manifest import Manifest
+from edgeq_runtime.session import Session
+from rt_helpers import dense_model, make_bundle
+
+ENGINE_MAGIC = b"FAKE-ENGINE:"
+
+
+class FakeCuda:
+    """Device memory is host memory here, so the backend's copies are real memmoves."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, ctypes.Array] = {}
+
+    def current_device(self) -> int:
+        return 0
+
+    def device_name(self, device: int) -> str:
+        return "Orin (nvgpu)"
+
+    def compute_capability(self, device: int) -> str:
+        return "8.7"
+
+    def malloc(self, nbytes: int) -> int:
+        buffer = ctypes.create_string_buffer(max(1, nbytes))
+        address = ctypes.addressof(buffer)
+        self._buffers[address] = buffer
+        return address
+
+    def free(self, pointer: int) -> None:
+        self._buffers.pop(pointer, None)
+
+    def stream_create(self) -> int:
+        return 1
+
+    def stream_destroy(self, stream: int) -> None:
+        pass
+
+    def synchronize(self, stream: int) -> None:
+        pass
+
+    def copy_to_device(self, device_pointer: int, host_pointer: int, nbytes: int, stream: int) -> None:
+        ctypes.memmove(device_pointer, host_pointer, nbytes)
+
+    def copy_to_host(self, host_pointer: int, device_pointer: int, nbytes: int, stream: int) -> None:
+        ctypes.memmove(host_pointer, device_pointer, nbytes)
+
+
+def fake_tensorrt(log: list[str]) -> types.ModuleType:
+    """An engine computing y = 2·x for input x [batch, 8] → y [batch, 8] (float32)."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0"  # type: ignore[attr-defined]
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})  # type: ignore[attr-defined]
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")  # type: ignore[attr-defined]
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)  # type: ignore[attr-defined]
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")  # type: ignore[attr-defined]
+    trt.BuilderFlag = types.SimpleNamespace(FP16="fp16", INT8="int8", GPU_FALLBACK="gpu_fallback")  # type: ignore[attr-defined]
+    trt.DeviceType = types.SimpleNamespace(DLA="dla", GPU="gpu")  # type: ignore[attr-defined]
+    trt.nptype = lambda dtype: np.float32  # type: ignore[attr-defined]
+
+    class Context:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple] = {}
+            self.addresses: dict[str, int] = {}
+
+        def set_input_shape(self, name: str, shape: tuple) -> bool:
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name: str) -> tuple:
+            return self.shapes["x"]
+
+        def set_tensor_address(self, name: str, address: int) -> bool:
+            self.addresses[name] = address
+            return True
+
+        def execute_async_v3(self, stream: int) -> bool:
+            count = int(np.prod(self.shapes["x"]))
+            x = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addresses["x"]))
+            y = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addresses["y"]))
+            y[:] = 2.0 * x
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i: int) -> str:
+            return ["x", "y"][i]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "input" if name == "x" else "output"
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return "float"
+
+        def get_tensor_shape(self, name: str) -> tuple:
+            return (-1, 8)
+
+        def create_execution_context(self) -> Context:
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger: object) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
+            log.append("deserialize")
+            return Engine() if bytes(data).startswith(ENGINE_MAGIC) else None
+
+    class Tensor:
+        name = "x"
+        shape = (-1, 8)
+
+    class Network:
+        num_inputs = 1
+
+        def get_input(self, i: int) -> Tensor:
+            return Tensor()
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags: list[str] = []
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            log.append(f"workspace {size}")
+
+        def set_flag(self, flag: str) -> None:
+            log.append(f"flag {flag}")
+
+        def add_optimization_profile(self, profile: Profile) -> None:
+            log.append(f"profile {profile.shapes}")
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple] = {}
+
+        def set_shape(self, name: str, low: tuple, opt: tuple, high: tuple) -> None:
+            assert low == opt == high
+            self.shapes[name] = opt
+
+    class Builder:
+        def __init__(self, logger: object) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            log.append(f"network flags {flags}")
+            return Network()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            log.append("build")
+            return ENGINE_MAGIC + b"built"
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: object) -> None:
+            pass
+
+        def parse_from_file(self, path: str) -> bool:
+            log.append("parse " + Path(path).name)
+            return True
+
+    trt.Runtime = Runtime  # type: ignore[attr-defined]
+    trt.Builder = Builder  # type: ignore[attr-defined]
+    trt.OnnxParser = OnnxParser  # type: ignore[attr-defined]
+    return trt
+
+
+@pytest.fixture()
+def trt_log(monkeypatch) -> list[str]:
+    log: list[str] = []
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(log))
+    monkeypatch.setattr("edgeq_runtime.backends._cuda.CudaRuntime", FakeCuda)
+    return log
+
+
+def test_engine_is_built_once_then_loaded_from_cache(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"name": "jetson-orin-nano", "backend": "tensorrt", "fp16": True,
+                                                      "workspace_mib": 64})
+    cache = tmp_path / "cache"
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    with Session(bundle, cache_dir=cache, shapes={"x": [2, 8]}) as session:
+        assert session.backend_name == "tensorrt"
+        assert session.providers == ["TensorRT 10.3.0 (Orin (nvgpu))"]
+        assert "(built now)" in session.backend.engine_source  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(session.run({"x": x})["y"], 2 * x)
+    assert "build" in trt_log and "flag fp16" in trt_log and f"workspace {64 << 20}" in trt_log
+    assert "profile {'x': (2, 8)}" in trt_log
+    (cached,) = cache.glob("*.engine")
+    assert cached.name.startswith("Orin-nvgpu-sm87-trt10.3.0-")
+    trt_log.clear()
+    with Session(bundle, cache_dir=cache, shapes={"x": [2, 8]}) as session:
+        assert session.backend.engine_source == str(cached)  # type: ignore[attr-defined]
+    assert "build" not in trt_log
+    with Session(bundle, cache_dir=cache, shapes={"x": [4, 8]}):  # other shapes: another engine
+        pass
+    assert "build" in trt_log and len(list(cache.glob("*.engine"))) == 2
+
+
+def test_bundled_engine_that_does_not_load_is_rebuilt(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt"})
+    (bundle / "model.engine").write_bytes(b"built for another GPU")
+    manifest = Manifest.read(bundle)
+    manifest.engine = "model.engine"
+    manifest.files = Manifest.describe_files(bundle, ["model.onnx", "model.engine"])
+    manifest.write(bundle)
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}) as session:
+        assert "(built now)" in session.backend.engine_source  # type: ignore[attr-defined]
+    assert trt_log[:2] == ["deserialize", "network flags 0"]
+    (bundle / "good.engine").write_bytes(ENGINE_MAGIC + b"bundled")
+    with Session(bundle / "good.engine") as session:
+        assert session.backend.engine_source == str(bundle / "good.engine")  # type: ignore[attr-defined]
+        assert [s.shape for s in session.inputs] == [["x_dim0", 8]]
+
+
+def test_dynamic_input_without_shape_is_a_one_line_error(tmp_path, trt_log):
+    with pytest.raises(BundleError) as info:
+        Session(dense_model(tmp_path / "dense.onnx"), backend="tensorrt", cache_dir=tmp_path / "cache")
+    assert str(info.value) == ("input 'x' has dynamic dims; give its shape (--shape x:1x128) to build a TensorRT engine")
+    (tmp_path / "bad.engine").write_bytes(b"nope")
+    with pytest.raises(BundleError, match="cannot load this engine"):
+        Session(tmp_path / "bad.engine")
+
+
+def test_strongly_typed_build_sets_the_flag_and_no_precision_flags(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "strongly_typed": True, "fp16": True})
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
+        pass
+    assert "network flags 2" in trt_log and "flag fp16" not in trt_log
