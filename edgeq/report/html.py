@@ -120,7 +120,10 @@ def fmt_bytes(value: Any) -> str:
 def fmt_number(value: Any, digits: int = 2, unit: str = "") -> str:
     if not _is_number(value) or not math.isfinite(value):
         return DASH
-    return f"{value:,.{digits}f}{(' ' + unit) if unit else ''}"
+    text = f"{value:,.{digits}f}"
+    if text.startswith("-") and float(text.replace(",", "")) == 0:
+        text = text[1:]  # noise around zero (energy above idle) is not "minus zero"
+    return f"{text}{(' ' + unit) if unit else ''}"
 
 
 def fmt_metric(name: str, value: Any) -> str:

@@ -94,3 +94,40 @@ def test_real_efficientnet_profile_renders_in_chromium(tmp_path: Path, efficient
     expected = html.read_text().count('<figure class="plot"')
     assert expected >= 3 and len(page.boxes) == expected
     assert all(box["width"] > 200 and box["height"] > 120 for box in page.boxes)
+
+
+def _orin_nano_rails(root: Path) -> None:
+    """The Orin Nano INA3221 hwmon layout (see shared/reference/power-sensors.md) under ``root``."""
+    folder = root / "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"
+    folder.mkdir(parents=True)
+    (folder.parent.parent / "name").write_text("ina3221\n")
+    (folder / "name").write_text("ina3221\n")
+    (folder / "update_interval").write_text("20\n")
+    for k, (label, mv, ma) in enumerate([("VDD_IN", 5024, 944), ("VDD_CPU_GPU_CV", 5016, 96), ("VDD_SOC", 5016, 288)], 1):
+        (folder / f"in{k}_label").write_text(f"{label}\n")
+        (folder / f"in{k}_input").write_text(f"{mv}\n")
+        (folder / f"curr{k}_input").write_text(f"{ma}\n")
+
+
+def test_energy_from_a_real_sampler_run_is_reported(tmp_path: Path) -> None:
+    from edgeq_runtime.bench import benchmark
+    from edgeq_runtime.session import Session
+
+    root = tmp_path / "board"
+    _orin_nano_rails(root)
+    session = Session(_mlp(tmp_path / "mlp.onnx"))
+    try:
+        result = benchmark(session, warmup=3, duration=0.4, idle_s=0.3, power_root=root, profile_ops=False)
+    finally:
+        session.close()
+    energy = result.energy
+    assert energy.available, energy.reason
+    html, doc_path = tmp_path / "e.html", tmp_path / "e.json"
+    report = write_profile_report(result, html, doc_path)
+    summary = report.sections[0]["summary"]
+    assert summary["energy_per_inference_mj"] == pytest.approx(energy.energy_per_inference_mj)
+    assert summary["average_power_w"] == pytest.approx(energy.average_power_w)
+    page = html.read_text()
+    assert f"{energy.energy_per_inference_mj:.3f} mJ" in page and "VDD_IN" in page
+    assert page.count('<figure class="plot"') == 3  # distribution, trace, power
+    assert "Energy not measured" not in page

@@ -447,3 +447,16 @@ def test_json_summary_keys_are_the_documented_ones(demo_page: tuple[Report, str,
     documented = edgeq.report.__doc__ or ""
     for key in [*profile_summary, *compare_summary, *compare_summary["pareto_front"]]:
         assert f'"{key}"' in documented, key
+
+
+def test_number_formatting() -> None:
+    from edgeq.report.html import fmt_bytes, fmt_metric, fmt_ms, fmt_number
+
+    assert fmt_number(-0.0001, 3, "mJ") == "0.000 mJ"
+    assert fmt_number(-0.25, 2) == "-0.25"
+    assert fmt_number(float("nan")) == fmt_number(None) == "—"
+    assert [fmt_ms(v) for v in (0.01234, 1.234, 12.34, 1234.5)] == ["0.012", "1.23", "12.3", "1,234"]
+    assert [fmt_bytes(v) for v in (512, 5_100_000, 90_400_000, 2.5e9)] == ["512 B", "5.10 MB", "90.4 MB", "2.50 GB"]
+    assert fmt_metric("top1_agreement", 0.953) == "95.3%"
+    assert fmt_metric("sqnr_db", float("inf")) == "∞"
+    assert fmt_metric("kl_divergence", 0.00012) == "1.20e-04"
