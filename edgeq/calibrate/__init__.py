@@ -74,23 +74,27 @@ def calibrate(
     tensors: Sequence[str] | str | None = None,
     bins: int = 2048,
     channel_stats: bool = True,
+    model_sha256: str | None = None,
 ) -> CalibrationTable:
     """Calibrate ``model`` on ``data`` and return the table (the library behind ``edgeq calibrate``).
 
     ``tensors`` overrides what is observed: a list of tensor names, or ``"all"`` for every
     float activation (what TensorRT's implicit int8 needs). By default the activation inputs
     of the quantizable nodes are observed, restricted by the ``nodes`` regex on node names.
+    ``model_sha256`` names the file an in-memory ``model`` was loaded from (default: the
+    digest of its serialised bytes).
     """
     if method not in METHODS:
         raise ConfigError(f"--method: unknown value {method!r}; expected one of {', '.join(METHODS)}")
     if not 0 < percentile <= 100:
         raise ConfigError(f"--percentile: {percentile} is not in (0, 100]")
     if isinstance(model, onnx.ModelProto):
-        proto, digest = model, hashlib.sha256(model.SerializeToString()).hexdigest()
+        proto, digest = model, model_sha256 or hashlib.sha256(model.SerializeToString()).hexdigest()
     else:
-        from edgeq.graph.io import load_model, model_sha256
+        from edgeq.graph.io import load_model
+        from edgeq.graph.io import model_sha256 as file_sha256
 
-        proto, digest = load_model(model), model_sha256(model)
+        proto, digest = load_model(model), file_sha256(model)
     if isinstance(data, DataSource) and samples is None:
         source = data
     else:

@@ -148,11 +148,23 @@ def mse_errors(counts: np.ndarray, bin_width: float, cuts: np.ndarray, levels: i
     return (clip + rounding) / max(total, 1.0)
 
 
-def mse_threshold(counts: np.ndarray, bin_width: float, levels: int = INT8_MAX, coarse_step: int = 16) -> float:
-    """The cut with the least expected squared int8 error: a coarse scan, then every bin near the best."""
-    used = used_bins(counts)
-    if used == 0:
+def mse_threshold(
+    counts: np.ndarray, bin_width: float, levels: int = INT8_MAX, search_bins: int = 256, coarse_step: int = 8
+) -> float:
+    """The cut with the least expected squared int8 error.
+
+    The search runs on the histogram merged down to ``search_bins`` bins (the error curve is
+    flat near its minimum, so 1/256 of the range is ample resolution): a scan every
+    ``coarse_step`` bins, then every bin around the best.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if used_bins(counts) == 0:
         return 0.0
+    group = max(1, counts.size // search_bins)
+    if group > 1:
+        counts = counts[: counts.size - counts.size % group].reshape(-1, group).sum(axis=1)
+        bin_width *= group
+    used = used_bins(counts)
     coarse = np.unique(np.append(np.arange(coarse_step, used + 1, coarse_step), used))
     errors = mse_errors(counts, bin_width, coarse, levels)
     best = int(coarse[int(np.argmin(errors))])

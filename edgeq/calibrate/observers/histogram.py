@@ -12,6 +12,7 @@ all of the bins.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,19 @@ from edgeq.errors import ConfigError
 METHODS = ("minmax", "percentile", "entropy", "mse")
 # Smallest range: an all-zero tensor still gets a histogram (everything in bin 0).
 MIN_EXPONENT = -100
+# Values binned per step: small enough for the scratch buffers to stay in cache and never be
+# a second copy of a batch's activations, large enough that per-call overhead is negligible.
+CHUNK = 1 << 18
+_scratch = threading.local()
+
+
+def _buffers(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    key = f"buffers_{dtype.str}"
+    buffers = getattr(_scratch, key, None)
+    if buffers is None:
+        buffers = (np.empty(CHUNK, dtype=dtype), np.empty(CHUNK, dtype=np.intp))
+        setattr(_scratch, key, buffers)
+    return buffers
 
 
 def _exponent_for(amax: float) -> int:
@@ -98,15 +112,19 @@ class HistogramObserver(Observer):
         self._grow_to(_exponent_for(max(-lo, hi)))
         assert self.exponent is not None
         scale = x.dtype.type(math.ldexp(float(self.bins), -self.exponent))
-        scaled = np.abs(x.reshape(-1))
-        np.multiply(scaled, scale, out=scaled)
-        index = scaled.astype(np.intp)
-        del scaled
-        counts = np.bincount(index, minlength=self.bins)
-        if counts.size > self.bins:  # only reachable through float underflow quirks; keep every value
-            counts[self.bins - 1] += counts[self.bins :].sum()
-            counts = counts[: self.bins]
-        self.counts += counts
+        flat = x.reshape(-1)
+        scaled_buffer, index_buffer = _buffers(x.dtype)
+        for start in range(0, flat.size, CHUNK):
+            part = flat[start : start + CHUNK]
+            scaled, index = scaled_buffer[: part.size], index_buffer[: part.size]
+            np.abs(part, out=scaled)
+            np.multiply(scaled, scale, out=scaled)  # exact: scale is a power of two
+            index[...] = scaled  # truncation is floor for |x| >= 0
+            counts = np.bincount(index, minlength=self.bins)
+            if counts.size > self.bins:  # unreachable while |x| < range; keep every value regardless
+                counts[self.bins - 1] += counts[self.bins :].sum()
+                counts = counts[: self.bins]
+            self.counts += counts
 
     def merge(self, other: Any) -> None:
         self._check_same_kind(other)
