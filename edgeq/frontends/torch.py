@@ -1,10 +1,14 @@
 """PyTorch module → ONNX, checked against the module before anything downstream sees it.
 
 Most users hold an ``nn.Module``, not an ONNX file. This module turns one into the ONNX graph
-the rest of edgeq works on, with ``torch.onnx.export`` (the ``torch.export``-based exporter torch
-recommends and uses by default since 2.9), and then runs the exported graph in onnxruntime on the
+the rest of edgeq works on, with ``torch.onnx.export`` (the ``torch.export``-based exporter, torch
+2.13's default and recommended one), and then runs the exported graph in onnxruntime on the
 example inputs and compares it with the module's own outputs: a graph that quietly computes
 something else would poison calibration, quantization and every accuracy number after it.
+
+The exporter's optimizer runs (BatchNorm folded into the Conv before it, Linear weights stored
+transposed as initializers), and nodes are then named after the module that emitted them, so the
+quantization summary and ``--exclude`` speak in the user's layer names.
 
 torch is optional (``pip install 'edgeq[torch]'``) and is imported only inside these functions, so
 ``import edgeq.frontends.torch`` itself costs nothing. (This file is named ``torch.py`` inside a
@@ -15,7 +19,9 @@ one goes through a version converter that cannot rewrite common graphs (ReduceMe
 from an attribute to an input in opset 18), so a request it could not honour is refused rather
 than returned at another opset. Later steps raise the opset themselves when a format needs it
 (blocked int4 DequantizeLinear needs 21), so exporting at the lowest opset that works and letting
-the quantizer bump it keeps the float model loadable by the oldest TensorRT that can run it.
+the quantizer bump it keeps the float model loadable by the oldest TensorRT that can run it. A
+board whose TensorRT reads only up to opset 17 (JetPack 5, TensorRT 8.5) needs the graph lowered
+at export for that board.
 
 Factory specs (``file.py:factory``) are exported once and cached under
 ``$XDG_CACHE_HOME/edgeq/torch/<key>/`` (``~/.cache/edgeq/torch`` by default, outside the user's
@@ -327,7 +333,6 @@ def to_onnx(
                     opset_version=target_opset,
                     dynamic_shapes=dynamic_shapes,
                     dynamo=True,
-                    external_data=False,
                     optimize=True,
                     verbose=False,
                 )
