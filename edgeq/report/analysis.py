@@ -87,11 +87,12 @@ def compare_points(
     )
     if ref_cost:
         points.append({"name": reference_name, "x": float(ref_cost), "y": 1.0, "reference": True})
-    for variant in compare["variants"]:
+    for index, variant in enumerate(compare["variants"]):
         x = variant["file_bytes"] or None if cost == "size" else (variant["latency_ms"] or {}).get("p50")
         y = finite_or_none(variant["metrics"].get(metric))
         if x and y is not None:
-            points.append({"name": variant["name"], "x": float(x), "y": y, "reference": False})
+            # index: the variant's place in the comparison, so it keeps one colour on every plot
+            points.append({"name": variant["name"], "x": float(x), "y": y, "reference": False, "index": index})
     for point, on_front in zip(points, pareto_front([(p["x"], p["y"]) for p in points]), strict=True):
         point["pareto"] = on_front
     return points

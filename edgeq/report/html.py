@@ -543,17 +543,17 @@ def _layers_block(section: dict[str, Any], limit: int = 10) -> str:
         rows = []
         for layer in shown:
             value = layer["sqnr_db"]
-            width = max(2, round(46 * max(value, 0.0) / best))
+            width = max(2, round(40 * max(value, 0.0) / best))
             low = " low" if value < 20 else ""
             rows.append(
                 f'<tr><td class="name tensor" title="{_e(layer["tensor"])}">{_breakable(_shorten(layer["tensor"], 90))}</td>'
-                f'<td class="name muted">{_e(layer["op_type"])}</td><td>{value:.1f} dB</td>'
+                f'<td class="name muted" title="{_e(layer["op_type"])}">{_e(layer["op_type"])}</td><td>{value:.1f} dB</td>'
                 f'<td class="name"><span class="bar{low}" style="width:{width}px"></span></td></tr>'
             )
         cards.append(
             f'<div class="card"><h4>{_e(variant["name"])} <span class="muted">— {len(shown)} of '
-            f"{len(variant['layers'])} layers</span></h4><table class=\"fixed\"><colgroup><col><col style=\"width:70px\">"
-            '<col style="width:70px"><col style="width:72px"></colgroup><thead><tr><th class="name">tensor</th>'
+            f"{len(variant['layers'])} layers</span></h4><table class=\"fixed\"><colgroup><col><col style=\"width:128px\">"
+            '<col style="width:70px"><col style="width:64px"></colgroup><thead><tr><th class="name">tensor</th>'
             f'<th class="name">op</th><th>SQNR</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         )
     return (

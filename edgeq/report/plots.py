@@ -264,35 +264,54 @@ def power_trace(plot_id: str, energy: dict[str, Any]) -> str:
 
 
 def _place_labels(ax: Any, fig: Any, xs: np.ndarray, ys: np.ndarray, names: Sequence[str], size: float) -> None:
-    """Put each point's name beside it where it overlaps no other name and no other marker.
+    """Put each point's name where it is unmistakably that point's: near it, nearer to it than to
+    any other point, over no other name or marker.
 
-    A handful of candidate offsets is tried per point, in display space after layout, so two
-    models of nearly the same size and accuracy (int4 and nf4) stay readable.
+    Candidates are tried in display space after layout; a label pushed further out gets a thin
+    leader line, so two models of nearly the same size and accuracy (int4, nf4) stay readable.
     """
     fig.draw_without_rendering()
     to_pt = 72.0 / fig.dpi
     centers = [tuple(ax.transData.transform((x, y)) * to_pt) for x, y in zip(xs, ys, strict=True)]
     placed: list[tuple[float, float, float, float]] = []
-    markers = [(cx - 5, cy - 5, cx + 5, cy + 5) for cx, cy in centers]
+    markers = [(cx - 6, cy - 6, cx + 6, cy + 6) for cx, cy in centers]
+    frame = ax.get_window_extent()
+    frame_pt = (frame.x0 * to_pt, frame.y0 * to_pt, frame.x1 * to_pt, frame.y1 * to_pt)
 
     def overlaps(box: tuple[float, float, float, float], others: Sequence[tuple[float, float, float, float]]) -> bool:
         return any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in others)
 
+    def inside(box: tuple[float, float, float, float]) -> bool:
+        return box[0] >= frame_pt[0] and box[2] <= frame_pt[2] and box[1] >= frame_pt[1] and box[3] <= frame_pt[3]
+
     for i, ((cx, cy), name) in enumerate(zip(centers, names, strict=True)):
-        width, height = 0.58 * size * len(name), 1.15 * size
-        candidates = [(6, 4), (6, -4 - height), (-6 - width, 4), (-6 - width, -4 - height), (6, 14), (6, -16 - height)]
+        width, height = 0.6 * size * len(name), 1.2 * size
+        near = [(7, 3), (7, -3 - height), (-7 - width, 3), (-7 - width, -3 - height), (-width / 2, 8), (-width / 2, -8 - height)]
+        far = [(dx * 2.6, dy * 2.6 + (6 if dy > 0 else -6)) for dx, dy in near]
         others_markers = [m for j, m in enumerate(markers) if j != i]
-        chosen = candidates[0]
-        for dx, dy in candidates:
-            box = (cx + dx, cy + dy, cx + dx + width, cy + dy + height)
-            if not overlaps(box, placed) and not overlaps(box, others_markers):
-                chosen = (dx, dy)
+        others_centers = [c for j, c in enumerate(centers) if j != i]
+        best: tuple[float, float, float, bool] | None = None
+        for ring, candidates in enumerate((near, far)):
+            for dx, dy in candidates:
+                box = (cx + dx, cy + dy, cx + dx + width, cy + dy + height)
+                if overlaps(box, placed) or overlaps(box, others_markers):
+                    continue
+                mid = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+                own = math.dist(mid, (cx, cy))
+                other = min((math.dist(mid, c) for c in others_centers), default=math.inf)
+                score = other - own - (0 if inside(box) else 1000)
+                if best is None or score > best[0]:
+                    best = (score, dx, dy, ring > 0)
+            if best is not None and best[0] > 0:
                 break
-        dx, dy = chosen
+        score, dx, dy, leader = best if best is not None else (0.0, 7.0, 3.0, False)
         placed.append((cx + dx, cy + dy, cx + dx + width, cy + dy + height))
         ax.annotate(
             name, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=size, color=INK,
             ha="left", va="bottom", zorder=4,
+            arrowprops={"arrowstyle": "-", "color": MUTED, "linewidth": 0.7, "shrinkA": 0, "shrinkB": 4}
+            if leader
+            else None,
         )
 
 
@@ -319,8 +338,8 @@ def tradeoff(
             ax.plot(fx, fy, color=ORANGE, linewidth=1.6, drawstyle="steps-post", zorder=1, label="Pareto front")
         else:
             ax.plot([], [], color=ORANGE, linewidth=1.6, label="Pareto front")
-        for i, (x, y, pt) in enumerate(zip(xs, ys, points, strict=True)):
-            color = INK if pt["reference"] else VARIANT_COLORS[i % len(VARIANT_COLORS)]
+        for x, y, pt in zip(xs, ys, points, strict=True):
+            color = INK if pt["reference"] else VARIANT_COLORS[pt.get("index", 0) % len(VARIANT_COLORS)]
             marker = "D" if pt["reference"] else "o"
             ax.scatter(
                 [x], [y], s=70 if pt["pareto"] else 45, marker=marker, color=color, zorder=3,
