@@ -18,12 +18,38 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _lint(model: Path, target: str, as_json: bool) -> None:
+    """Print every rule violation; exit status 1 when there is any, so scripts can gate on it."""
+    import json
+
+    from edgeq.cli._common import choice
+    from edgeq.export import lint_tensorrt
+    from edgeq.graph.io import load_model
+
+    choice(target, ("tensorrt",), "--lint")
+    violations = lint_tensorrt(load_model(model))
+    if as_json:
+        typer.echo(json.dumps([{"rule": v.rule, "node": v.node, "message": v.message} for v in violations], indent=2))
+    elif violations:
+        typer.echo(f"{model}: {len(violations)} TensorRT rule violation(s)")
+        for v in violations:
+            typer.echo(f"  {v}")
+    else:
+        typer.echo(f"{model}: follows TensorRT's explicit-quantization rules")
+    if violations:
+        raise typer.Exit(1)
+
+
 @app.command("inspect")
 def inspect_command(
     model: Path = typer.Argument(..., help="An ONNX file, or a bundle folder (checks its files against manifest.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    lint: str | None = typer.Option(None, "--lint", help="Check a Q/DQ model against a target's rules: tensorrt."),
 ) -> None:
     """Show inputs, outputs, opsets, op histogram, parameters and quantizable nodes."""
+    if lint is not None:
+        _lint(model, lint, as_json)
+        return
     if model.is_dir() and (model / "manifest.json").is_file():
         _inspect_bundle(model, as_json)
         return
