@@ -37,7 +37,7 @@ def _lint(model: Path, target: str, as_json: bool) -> None:
     else:
         typer.echo(f"{model}: follows TensorRT's explicit-quantization rules")
     if violations:
-        raise typer.Exit(1)
+        raise SystemExit(1)  # typer.Exit's code is lost under standalone_mode=False
 
 
 @app.command("inspect")
