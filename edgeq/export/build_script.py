@@ -111,7 +111,7 @@ def render_build_script(
     workspace_mib: int,
     shapes: Mapping[str, Sequence[int]] | None = None,
     files: BuildFiles = BuildFiles(),
-    model_sha256: str | None = None,
+    checksums: Mapping[str, str] | None = None,
     edgeq_version: str = "",
 ) -> str:
     """A POSIX ``build.sh`` that finds trtexec, checks the model and TensorRT version, and builds."""
@@ -136,13 +136,15 @@ def render_build_script(
         ' or set TRTEXEC=/path/to/trtexec" >&2; exit 1; fi',
         "fi",
     ]
-    if model_sha256:
-        lines += [
-            "if command -v sha256sum >/dev/null 2>&1; then",
-            f'  echo "{model_sha256}  {files.onnx}" | sha256sum -c --status - || {{',
-            f'    echo "build.sh: {files.onnx} does not match the bundle manifest (copied incompletely?)" >&2; exit 1; }}',
-            "fi",
-        ]
+    if checksums:
+        # The model (and its external data) as exported: a half-copied bundle fails here, not in trtexec.
+        lines.append("if command -v sha256sum >/dev/null 2>&1; then")
+        for name, digest in checksums.items():
+            lines += [
+                f'  echo "{digest}  {name}" | sha256sum -c --status - || {{',
+                f'    echo "build.sh: {name} does not match the bundle manifest (copied incompletely?)" >&2; exit 1; }}',
+            ]
+        lines.append("fi")
     lines += [
         # trtexec prints "TensorRT v100300" (10.x) or "TensorRT v8502" (8.x); a mismatch is a warning only.
         'found=$("$TRTEXEC" --help 2>&1 | sed -n \'s/.*TensorRT v\\([0-9][0-9]*\\).*/\\1/p\' | head -n 1)',

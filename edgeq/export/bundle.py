@@ -154,6 +154,7 @@ def resolve_shapes(
     """A concrete shape per input: ``--shape``, else the data's (batch 1), else 1 / 128 for dynamic dims."""
     shapes: dict[str, list[int]] = {}
     notes: list[str] = []
+    assumed: list[str] = []
     inputs = graph_inputs(model)
     names = {v.name for v in inputs}
     for name in given or {}:
@@ -181,11 +182,13 @@ def resolve_shapes(
                 shape.append(1)
             else:
                 shape.append(DEFAULT_SEQUENCE)
-                notes.append(
-                    f"input {value.name} dim {axis} ({dim}) built and verified at {DEFAULT_SEQUENCE}; "
-                    f"pass --shape {value.name}:... to change it"
-                )
+                assumed.append(f"{value.name}[{axis}] ({dim})")
         shapes[value.name] = shape
+    if assumed:
+        notes.append(
+            f"dynamic dims {', '.join(assumed)} built and verified at {DEFAULT_SEQUENCE}; "
+            "pass --shape NAME:1x256 (or --data) to choose"
+        )
     return shapes, notes
 
 
@@ -653,7 +656,8 @@ def export_bundle(
             script = tmp / BUILD_NAME
             script.write_text(
                 render_build_script(plan, profile.memory.workspace_mib, dynamic or None,
-                                    model_sha256=sha256_file(tmp / MODEL_NAME),
+                                    checksums={f: sha256_file(tmp / f) for f in files
+                                               if f in (MODEL_NAME, f"{MODEL_NAME}.data", CACHE_NAME)},
                                     edgeq_version=_tool_versions()["edgeq"]),
                 encoding="utf-8",
             )

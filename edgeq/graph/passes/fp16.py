@@ -15,8 +15,9 @@ rewrites the float parts to fp16 where that is safe, and only there:
   the runtime feed the same arrays as before.
 
 Constants read only by fp16 nodes are stored as fp16 (half the bytes); shared ones get an fp16
-copy. Q/DQ scales follow the data they scale (TensorRT >= 10 takes fp16 scales), zero points
-keep their integer types. The result passes ``onnx.checker`` and runs on onnxruntime's CPU
+copy. int8 Q/DQ layers (and the Conv/MatMul they feed) keep fp32 types: their per-channel scales
+go far below fp16's range, and TensorRT runs them in int8 anyway. Weight-only INT4 blocks run
+fp16 with fp16 scales (TensorRT >= 10 takes them; opset 19+), zero points keep their types. The result passes ``onnx.checker`` and runs on onnxruntime's CPU
 provider (which inserts its own casts around kernels it lacks in fp16).
 """
 
@@ -34,6 +35,7 @@ FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 QDQ_FP16_OPSET = 19
+FP16_TINY = float(2.0**-24)  # smallest positive fp16 (subnormal)
 
 # Always fp16: the compute-heavy ops.
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
@@ -47,6 +49,8 @@ FOLLOW_OPS = frozenset({
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Resize",
     "QuantizeLinear", "DequantizeLinear",
 })
+# fp16 only when they pool a dequantized tensor (quantized global pooling).
+QUANTIZED_POOLING = frozenset({"ReduceMean", "ReduceMax"})
 # Ops that read any input type and produce a fixed type: never need an input cast.
 TYPE_AGNOSTIC_OPS = frozenset({"Cast", "Shape", "Size", "CastLike"})
 # Float inputs that stay float32 even when the node runs in fp16 (op -> input positions).
@@ -62,16 +66,22 @@ class Fp16Report:
     casts_added: int = 0
     constants_converted: int = 0
     clipped_values: int = 0
+    raised_scales: int = 0
+    int8_layers_fp32: int = 0
     kept_fp32: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         kept = ", ".join(f"{op} {n}" for op, n in sorted(self.kept_fp32.items(), key=lambda kv: -kv[1]))
-        text = f"fp16: {self.fp16_nodes} nodes, fp32 kept: {self.fp32_nodes} nodes"
+        text = f"fp16: {self.fp16_nodes} nodes, fp32: {self.fp32_nodes} nodes"
         if kept:
-            text += f" ({kept})"
+            text += f" (kept for precision: {kept})"
         text += f", {self.casts_added} casts"
         if self.clipped_values:
             text += f", {self.clipped_values} constant values clipped to the fp16 range"
+        if self.int8_layers_fp32:
+            text += f", {self.int8_layers_fp32} int8 Q/DQ layers keep fp32 types"
+        if self.raised_scales:
+            text += f", {self.raised_scales} scales raised to 2^-24 (smallest fp16)"
         return text
 
 
@@ -107,11 +117,18 @@ def _subgraph_references(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
-def _to_fp16(array: np.ndarray, report: Fp16Report) -> np.ndarray:
+def _to_fp16(array: np.ndarray, report: Fp16Report, scale: bool = False) -> np.ndarray:
+    """fp16 values; out-of-range ones clipped. A Q/DQ scale never becomes 0 (TensorRT needs > 0)."""
     finite = np.isfinite(array)
     over = finite & (np.abs(array) > FP16_MAX)
     report.clipped_values += int(over.sum())
-    return np.where(over, np.sign(array) * FP16_MAX, array).astype(np.float16)
+    out = np.where(over, np.sign(array) * FP16_MAX, array).astype(np.float16)
+    if scale:
+        vanished = (out == 0) & (array != 0)
+        if vanished.any():
+            report.raised_scales += int(vanished.sum())
+            out = np.where(vanished, np.sign(array) * FP16_TINY, out).astype(np.float16)
+    return out
 
 
 class Fp16Pass(Pass):
@@ -140,6 +157,13 @@ class Fp16Pass(Pass):
         def is_constant(name: str) -> bool:
             return name in initializers or name in constant_nodes
 
+        producers = {o: n.op_type for n in graph.node for o in n.output}
+        # int8 Q/DQ layers keep fp32 types: their per-channel scales (BN-folded, equalized) reach
+        # 1e-11, far below fp16, and TensorRT runs them in int8 whatever the float type around.
+        int8_dq_outputs = {
+            n.output[0] for n in graph.node
+            if n.op_type == "DequantizeLinear" and types.get(n.input[0]) in (TensorProto.INT8, TensorProto.UINT8)
+        }
         current: dict[str, int] = dict(types)  # type of each tensor after the rewrite
         cast_cache: dict[tuple[str, int], str] = {}
         fp16_constant: dict[str, str] = {}
@@ -184,9 +208,21 @@ class Fp16Pass(Pass):
             inputs_known = all(not i or i in types for i in node.input)
             outputs_pinned = any(o in pinned_fp32 for o in node.output)
             fp16 = False
-            if domain_ok and outputs_known and inputs_known and not outputs_pinned:
+            int8_layer = node.op_type == "QuantizeLinear" or node.output[0] in int8_dq_outputs or (
+                node.op_type in COMPUTE_OPS and any(i in int8_dq_outputs for i in node.input)
+            )
+            if int8_layer:
+                report.int8_layers_fp32 += node.op_type in COMPUTE_OPS
+            elif domain_ok and outputs_known and inputs_known and not outputs_pinned:
                 if node.op_type in COMPUTE_OPS:
                     fp16 = True
+                elif node.op_type in QUANTIZED_POOLING and "DequantizeLinear" in follow:
+                    # Global pooling written as ReduceMean after a (weight-only) DQ: fp16 like any
+                    # pooling. A ReduceMean of float data (a LayerNorm's statistics) stays fp32.
+                    dynamic = [node.input[0]] if node.input else []
+                    fp16 = bool(dynamic) and all(
+                        current.get(n) == FLOAT16 and producers.get(n) == "DequantizeLinear" for n in dynamic
+                    )
                 elif node.op_type in follow:
                     dynamic = [node.input[i] for i in follow_inputs if not is_constant(node.input[i])]
                     fp16 = all(current.get(n) == FLOAT16 for n in dynamic)
@@ -208,13 +244,15 @@ class Fp16Pass(Pass):
                 report.fp16_nodes += 1
             else:
                 report.fp32_nodes += 1
-                if any(types.get(o) == FLOAT for o in node.output):
+                sensitive = node.op_type not in (COMPUTE_OPS | FOLLOW_OPS | QUANTIZED_POOLING) and not int8_layer
+                if sensitive and any(types.get(o) == FLOAT for o in node.output):
                     report.kept_fp32[node.op_type] = report.kept_fp32.get(node.op_type, 0) + 1
             for out in node.output:
                 if out and types.get(out) in (FLOAT, FLOAT16):
                     current[out] = FLOAT16 if fp16 else types[out]
             new_nodes.append(copy)
 
+        scales = {n.input[1] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1}
         # Constants: convert in place when every reader wants fp16, else add an fp16 copy.
         resolved: dict[str, str] = {}
         for name in fp16_constant:
@@ -222,22 +260,22 @@ class Fp16Pass(Pass):
             if name in initializers:
                 array = numpy_helper.to_array(initializers[name])
                 if only_fp16:
-                    initializers[name].CopyFrom(numpy_helper.from_array(_to_fp16(array, report), name))
+                    initializers[name].CopyFrom(numpy_helper.from_array(_to_fp16(array, report, name in scales), name))
                     resolved[name] = name
                 else:
                     copy_name = names(f"{name}__fp16")
-                    graph.initializer.append(numpy_helper.from_array(_to_fp16(array, report), copy_name))
+                    graph.initializer.append(numpy_helper.from_array(_to_fp16(array, report, name in scales), copy_name))
                     resolved[name] = copy_name
             else:
                 node = constant_nodes[name]
                 array = numpy_helper.to_array(next(a.t for a in node.attribute if a.name == "value"))
                 if only_fp16:
                     del node.attribute[:]
-                    node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(_to_fp16(array, report))))
+                    node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(_to_fp16(array, report, name in scales))))
                     resolved[name] = name
                 else:
                     copy_name = names(f"{name}__fp16")
-                    graph.initializer.append(numpy_helper.from_array(_to_fp16(array, report), copy_name))
+                    graph.initializer.append(numpy_helper.from_array(_to_fp16(array, report, name in scales), copy_name))
                     resolved[name] = copy_name
             report.constants_converted += 1
         for node in new_nodes:
