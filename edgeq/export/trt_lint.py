@@ -17,7 +17,7 @@ from edgeq.graph.passes.base import GraphIndex, get_attribute
 from edgeq.serialization import Serializable
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean")
 SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Quantized types TensorRT's ONNX parser accepts for Q/DQ.

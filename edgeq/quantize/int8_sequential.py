@@ -30,7 +30,7 @@ from edgeq.graph.passes.base import GraphIndex
 from edgeq.graph.passes.qdq import QdqPlan, WeightQuantization
 from edgeq.quantize import int8_bias, int8_weights
 
-DEFAULT_RATIOS = (1.0, 0.97, 0.94, 0.9, 0.86, 0.82, 0.78, 0.72, 0.66, 0.6, 0.5)
+DEFAULT_RATIOS = (1.0, 0.95, 0.9, 0.84, 0.77, 0.68, 0.58)
 
 
 @dataclass
@@ -39,7 +39,8 @@ class SequentialOptions:
     bias_correction: bool = True
     activation_method: str = "auto"  # "auto": per tensor by output error; else one method for all
     ratios: tuple[float, ...] = DEFAULT_RATIOS
-    search_batches: int = 4  # batches used for the amax and clipping searches (all for the bias)
+    search_batches: int = 2  # batches used for the amax and clipping searches (all for the bias)
+    gptq: bool = True  # GPTQ rounding on the chosen grid, kept per output channel where it lowers the error
     threads: int = 2
 
 
@@ -288,12 +289,34 @@ def _quantize_compute(
             errors.append(_centered_channel_error(ref_out[:n_search], outs, out_axis))
         best = np.asarray(options.ratios)[np.argmin(np.stack(errors), axis=0)]
         scale = int8_weights.scale_from_amax(amax * best)
-    w_fq = fq_weight(scale)
+    values = (
+        int8_weights.quantize_weight(weight.reshape(1, -1), scale.reshape(1), 0).reshape(weight.shape)
+        if axis is None
+        else int8_weights.quantize_weight(weight, scale, axis)
+    )
+    if options.gptq and axis is not None:
+        inputs = [quant_inputs(node, b)[act_tensor] for b in range(n_batches)]
+        rounded = _gptq_values(node, weight, scale, axis, inputs)
+        if rounded is not None:
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+
+            def dequant(v: np.ndarray) -> np.ndarray:
+                return (v.astype(np.float32) * scale.reshape(shape)).astype(weight.dtype)
+
+            rtn_err = _centered_channel_error(ref_out[:n_search], [run(f, dequant(values)) for f in search_feeds], out_axis)
+            gptq_err = _centered_channel_error(ref_out[:n_search], [run(f, dequant(rounded)) for f in search_feeds], out_axis)
+            better = gptq_err < rtn_err
+            values = np.where(better.reshape(shape), rounded, values)
+            result.notes.append(f"{node.name}: GPTQ rounding kept on {int(better.sum())} of {better.size} channels")
+    shape_b = [1] * weight.ndim
+    if axis is not None:
+        shape_b[axis] = -1
+    w_fq = (values.astype(np.float32) * np.asarray(scale, np.float32).reshape(shape_b)).astype(weight.dtype)
     q_out = [run(quant_inputs(node, b), w_fq) for b in range(n_batches)]
     slot = bias_slot(model, node) if options.bias_correction else None
     new_bias = None
     if slot is not None:
-        target = runner.index.producer.get(out_name)
         holder = {n.name: n for n in model.graph.node}[slot[0]]
         old_name = holder.input[slot[1]] if len(holder.input) > slot[1] else ""
         old_bias = index.constant(old_name) if old_name else None
@@ -304,22 +327,41 @@ def _quantize_compute(
         shape = [1] * q_out[0].ndim
         shape[out_axis] = -1
         q_out = [q + shift.reshape(shape) for q in q_out]
-        del target
-        if slot[0] != node.name:
-            # The bias lives in a following Add: the float stream already contains it, so the
-            # quantized stream's shift is applied after that Add (same tensor offset).
-            pass
-    values = (
-        int8_weights.quantize_weight(weight.reshape(1, -1), scale.reshape(1), 0).reshape(weight.shape)
-        if axis is None
-        else int8_weights.quantize_weight(weight, scale, axis)
-    )
+        # A bias living in a following Add gets the same shift: addition commutes, so shifting
+        # this node's output in the quantized stream is what the corrected Add will compute.
     result.weights[node.name] = WeightQuantization(values, np.asarray(scale, np.float32), axis, new_bias, slot if new_bias is not None else None)
     result.errors[node.name] = {
-        "weight_sqnr_db": int8_weights.weight_sqnr_db(weight, scale.reshape(-1) if axis is not None else scale.reshape(1), axis if axis is not None else 0)
-        if axis is not None
-        else int8_weights.weight_sqnr_db(weight.reshape(1, -1), scale.reshape(1), 0),
+        "weight_sqnr_db": _sqnr([weight], [w_fq]),
         "output_sqnr_db": _sqnr(ref_out, q_out),
     }
     ref[out_name] = ref_out
     qnt[out_name] = q_out
+
+
+def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray]) -> np.ndarray | None:
+    """GPTQ integers on the per-channel grid, or None for layouts it does not handle."""
+    from edgeq.graph.passes.base import get_attribute
+    from edgeq.quantize import int8_gptq
+
+    if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
+        group = int(get_attribute(node, "group", 1))
+        depthwise = group > 1 and group == weight.shape[0] and weight.shape[1] == 1
+        if group != 1 and not depthwise:
+            return None
+        kernel = (weight.shape[2], weight.shape[3])
+        strides = tuple(get_attribute(node, "strides", [1, 1]))
+        pads = tuple(get_attribute(node, "pads", [0, 0, 0, 0]))
+        dilations = tuple(get_attribute(node, "dilations", [1, 1]))
+        hessian = int8_gptq.conv_hessian(inputs, kernel, strides, pads, dilations, depthwise)  # type: ignore[arg-type]
+        rows = weight.reshape(weight.shape[0], -1)
+        return int8_gptq.gptq_int8(rows, scale, hessian).reshape(weight.shape)
+    if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
+        from edgeq.graph.passes.base import get_attribute as attr
+
+        if node.op_type == "Gemm" and int(attr(node, "transA", 0)):
+            return None
+        hessian = int8_gptq.matmul_hessian(inputs)
+        rows = weight if axis == 0 else weight.T
+        q = int8_gptq.gptq_int8(rows, scale, hessian)
+        return q if axis == 0 else q.T
+    return None

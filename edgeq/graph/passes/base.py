@@ -108,7 +108,7 @@ def get_attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
 
 def set_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
     """Replace (or add) an initializer's value, keeping its position in the graph."""
-    tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
+    tensor = numpy_helper.from_array(np.asarray(array, order="C"), name)
     for index, existing in enumerate(graph.initializer):
         if existing.name == name:
             graph.initializer[index].CopyFrom(tensor)

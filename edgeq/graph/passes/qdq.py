@@ -34,7 +34,7 @@ from edgeq.graph.passes.base import (
 )
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+POOLING_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean")
 # Ops that only move values around: a quantized tensor after them is "the same" tensor.
 SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity")
 MIN_OPSET = 13  # per-channel Q/DQ (axis attribute)
@@ -218,7 +218,7 @@ class InsertQdq(Pass):
             scale_name = names(f"{base}_weight_scale")
             zp_name = names(f"{base}_weight_zero_point")
             dq_out = names(f"{base}_weight_dequantized")
-            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(wq.values.astype(np.int8)), q_name))
+            graph.initializer.append(numpy_helper.from_array(np.asarray(wq.values, np.int8, order="C"), q_name))
             scale = np.asarray(wq.scale, np.float32)
             set_initializer(graph, scale_name, scale)
             set_initializer(graph, zp_name, np.zeros(scale.shape, np.int8))

@@ -171,6 +171,16 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         summary.notes.append(f"cross-layer equalization rescaled {count} conv pairs (activation-aware; ReLU6 clip kept exact)")
     elif config.equalization:
         summary.notes.append("cross-layer equalization skipped: it needs --data (a calibration table describes the unequalized model)")
+    if data is not None and config.recenter:
+        from edgeq.graph.passes.recenter import RecenterActivations, find_recenter_sites
+
+        recenter = RecenterActivations(find_recenter_sites(model, set(selected)))
+        recenter.call(model)
+        if recenter.applied:
+            summary.notes.append(
+                f"re-centered {len(recenter.applied)} clipped activations to use both halves of the symmetric int8 grid "
+                f"({recenter.pads_added} zero paddings made explicit Pad nodes)"
+            )
     if config.smoothquant_alpha is not None:
         if data is None:
             raise ConfigError("--smoothquant needs --data: it scales by per-channel activation maxima measured on samples")

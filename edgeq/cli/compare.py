@@ -1,0 +1,36 @@
+"""``edgeq compare``: float reference vs quantized candidates, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeq.cli import app
+
+
+@app.command("compare")
+def compare_command(
+    reference: Path = typer.Argument(..., help="The float model everything is compared with."),
+    candidates: list[Path] = typer.Argument(..., help="One or more quantized models of the same network."),
+    data: Path = typer.Option(..., "--data", help="Evaluation data: .npz, folder of .npy/.npz, or recipe TOML."),
+    samples: int | None = typer.Option(None, "--samples", help="Use at most this many samples."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Skip the onnxruntime latency measurement."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Also write an HTML report here."),
+) -> None:
+    """Output agreement (cosine, SQNR, top-1/top-5), size, latency and the worst layers of each candidate."""
+    from edgeq.evaluate import compare_models
+
+    result = compare_models(reference, list(candidates), data, samples=samples, batch_size=batch_size, latency=not no_latency)
+    if as_json:
+        typer.echo(result.to_json())
+    else:
+        typer.echo(result.format_text())
+    if output is not None:
+        from edgeq.report import write_compare_report  # type: ignore[attr-defined]
+
+        write_compare_report(result, output)
+        if not as_json:
+            typer.echo(f"wrote {output}")

@@ -1,0 +1,179 @@
+"""Re-center bounded activations so a symmetric int8 grid uses both halves.
+
+TensorRT's int8 is symmetric (zero point 0), so a ReLU6 output in [0, 6] uses only codes
+0..127: one bit of the eight is lost on exactly the tensors that hurt depthwise-separable
+networks most. Shifting the activation by the middle of its range, ``x' = x - c`` with
+``c = hi / 2``, puts it in ``[-c, c]`` and halves the step size. The shift is exact: the
+producer's bias absorbs ``-c`` (``relu6(z) - c == clip(z - c, -c, 6 - c)``) and each consumer
+adds back ``W @ c`` to its bias. A consumer that zero-pads its input would pad with the wrong
+value, so its padding moves into an explicit ``Pad`` with value ``-c`` in front of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgeq.graph.passes.base import (
+    GraphIndex,
+    NameMaker,
+    Pass,
+    PassResult,
+    get_attribute,
+    remove_unused_initializers,
+    set_initializer,
+    topological_sort,
+)
+
+_SHAPE_OPS = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+
+
+@dataclass(frozen=True)
+class RecenterSite:
+    producer: str  # Conv whose bias absorbs -c
+    clip: str  # the Clip(0, hi) node
+    center: float
+    consumers: tuple[str, ...]  # Conv / Gemm nodes whose bias gets W @ c
+    means: tuple[str, ...]  # ReduceMean / GlobalAveragePool nodes between the clip and a consumer
+
+
+def _clip_range(index: GraphIndex, node: onnx.NodeProto) -> tuple[float, float] | None:
+    if len(node.input) < 3 or not node.input[1] or not node.input[2]:
+        return None
+    lo, hi = index.constant(node.input[1]), index.constant(node.input[2])
+    if lo is None or hi is None or lo.size != 1 or hi.size != 1:
+        return None
+    return float(lo), float(hi)
+
+
+def _conv_ok(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
+    if node.op_type != "Conv" or node.input[0] != tensor or index.constant(node.input[1]) is None:
+        return False
+    if len(node.input) > 2 and node.input[2] and index.constant(node.input[2]) is None:
+        return False
+    auto_pad = get_attribute(node, "auto_pad", b"NOTSET")
+    return (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) == "NOTSET"
+
+
+def _is_spatial_mean(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    if node.op_type == "GlobalAveragePool":
+        return True
+    if node.op_type != "ReduceMean":
+        return False
+    axes = index.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else get_attribute(node, "axes")
+    return axes is not None and sorted(int(a) for a in np.ravel(axes)) in ([2, 3], [-2, -1])
+
+
+def find_recenter_sites(model: onnx.ModelProto, quantized: set[str]) -> list[RecenterSite]:
+    """Conv -> Clip(0, hi) whose every reader is a quantized Conv, or a spatial mean feeding a quantized Gemm."""
+    index = GraphIndex(model.graph)
+    sites: list[RecenterSite] = []
+    for clip in model.graph.node:
+        if clip.op_type != "Clip":
+            continue
+        bounds = _clip_range(index, clip)
+        if bounds is None or bounds[0] != 0.0 or bounds[1] <= 0:
+            continue
+        producer = index.producer.get(clip.input[0])
+        if producer is None or not _conv_ok(index, producer, producer.input[0]) or index.single_reader(clip.input[0]) is None:
+            continue
+        tensor = clip.output[0]
+        if tensor in index.graph_outputs:
+            continue
+        consumers: list[str] = []
+        means: list[str] = []
+        ok = True
+        for reader in index.readers(tensor):
+            if reader.name in quantized and _conv_ok(index, reader, tensor):
+                consumers.append(reader.name)
+            elif _is_spatial_mean(reader, index) and int(get_attribute(reader, "keepdims", 1)) in (0, 1):
+                follower = index.single_reader(reader.output[0])
+                while follower is not None and follower.op_type in _SHAPE_OPS:
+                    follower = index.single_reader(follower.output[0])
+                if (
+                    follower is not None
+                    and follower.name in quantized
+                    and follower.op_type == "Gemm"
+                    and not int(get_attribute(follower, "transA", 0))
+                    and index.constant(follower.input[1]) is not None
+                ):
+                    means.append(reader.name)
+                    consumers.append(follower.name)
+                else:
+                    ok = False
+            else:
+                ok = False
+        if ok and consumers:
+            sites.append(RecenterSite(producer.name, clip.name, bounds[1] / 2.0, tuple(consumers), tuple(means)))
+    return sites
+
+
+def _bias_input(graph: onnx.GraphProto, names: NameMaker, node: onnx.NodeProto, index: GraphIndex, channels: int, delta: np.ndarray) -> None:
+    old = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    base = np.zeros(channels, np.float64) if old is None else old.astype(np.float64)
+    name = names(f"{node.name}.bias_recentered")
+    set_initializer(graph, name, (base + delta).astype(np.float32))
+    while len(node.input) < 3:
+        node.input.append("")
+    node.input[2] = name
+
+
+class RecenterActivations(Pass):
+    """Apply the shift at each site (see the module docstring); ``applied`` lists the clips."""
+
+    def __init__(self, sites: list[RecenterSite]) -> None:
+        self.sites = sites
+        self.applied: list[str] = []
+        self.pads_added = 0
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        graph = model.graph
+        names = NameMaker(graph)
+        for site in self.sites:
+            index = GraphIndex(graph)
+            by_name = {n.name: n for n in graph.node}
+            c = float(site.center)
+            producer, clip = by_name[site.producer], by_name[site.clip]
+            w1 = index.constant(producer.input[1])
+            assert w1 is not None
+            _bias_input(graph, names, producer, index, w1.shape[0], np.full(w1.shape[0], -c))
+            lo_name, hi_name = names(f"{clip.name}_min"), names(f"{clip.name}_max")
+            bounds = _clip_range(index, clip)
+            assert bounds is not None
+            set_initializer(graph, lo_name, np.array(bounds[0] - c, np.float32))
+            set_initializer(graph, hi_name, np.array(bounds[1] - c, np.float32))
+            clip.input[1], clip.input[2] = lo_name, hi_name
+            for consumer_name in site.consumers:
+                node = by_name[consumer_name]
+                w = index.constant(node.input[1])
+                assert w is not None
+                w64 = w.astype(np.float64)
+                if node.op_type == "Gemm":
+                    rows = w64 if int(get_attribute(node, "transB", 0)) else w64.T  # [out, in]
+                    _bias_input(graph, names, node, index, rows.shape[0], c * rows.sum(axis=1))
+                    continue
+                _bias_input(graph, names, node, index, w.shape[0], c * w64.reshape(w.shape[0], -1).sum(axis=1))
+                pads = [int(p) for p in (get_attribute(node, "pads") or [])]
+                if any(pads):
+                    padded = names(f"{node.input[0]}_padded")
+                    pads_name = names(f"{node.name}_pads")
+                    value_name = names(f"{node.name}_pad_value")
+                    rank = w.ndim
+                    full = [0, 0, *pads[: rank - 2], 0, 0, *pads[rank - 2 :]]
+                    set_initializer(graph, pads_name, np.array(full, np.int64))
+                    set_initializer(graph, value_name, np.array(-c, np.float32))
+                    graph.node.append(helper.make_node("Pad", [node.input[0], pads_name, value_name], [padded], name=names(f"{node.name}_Pad"), mode="constant"))
+                    node.input[0] = padded
+                    for attr in node.attribute:
+                        if attr.name == "pads":
+                            del attr.ints[:]
+                            attr.ints.extend([0] * len(pads))
+                    self.pads_added += 1
+            self.applied.append(site.clip)
+        if self.applied:
+            topological_sort(graph)
+            remove_unused_initializers(graph)
+        return PassResult(model, bool(self.applied))
