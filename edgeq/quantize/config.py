@@ -98,6 +98,7 @@ class Int8Config(Serializable):
     activation_method: str = "auto"  # "auto" (per tensor best), "minmax", "percentile", "entropy", "mse"
     smoothquant_alpha: float | None = None
     fold_batchnorm: bool = True
+    recenter: bool = True  # shift ReLU6 outputs to [-3, 3] so symmetric int8 uses all 8 bits (needs data)
 
 
 @dataclass(frozen=True)
