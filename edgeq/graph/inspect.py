@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeq.graph.io import load_model
+from edgeq.graph.io import load_model, resolve_model_path
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 from edgeq.serialization import Serializable
 
@@ -56,15 +56,17 @@ def _value_info(value: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(value.name, _dtype_name(tensor_type.elem_type), dims)
 
 
+_SUB_BYTE_BITS: dict[int, int] = {
+    int(onnx.TensorProto.INT4): 4,
+    int(onnx.TensorProto.UINT4): 4,
+    **{int(getattr(onnx.TensorProto, n)): 2 for n in ("INT2", "UINT2") if hasattr(onnx.TensorProto, n)},
+}
+
+
 def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    """Bytes the tensor's values occupy (sub-byte types packed, as ONNX stores them)."""
     count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    bits = {
-        onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4,
-    }.get(tensor.data_type)
-    if bits is None and hasattr(onnx.TensorProto, "INT2") and tensor.data_type in (
-        getattr(onnx.TensorProto, "INT2", -1), getattr(onnx.TensorProto, "UINT2", -1)
-    ):
-        bits = 2
+    bits = _SUB_BYTE_BITS.get(int(tensor.data_type))
     if bits is not None:
         return (count * bits + 7) // 8
     return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
@@ -72,7 +74,7 @@ def tensor_nbytes(tensor: onnx.TensorProto) -> int:
 
 def inspect_model(path: str | Path) -> ModelInfo:
     """Summarise a model file: interface, opsets, op mix, parameter bytes, quantizable nodes."""
-    path = Path(path)
+    path = resolve_model_path(path)
     model = load_model(path)
     graph = model.graph
     init_names = {t.name for t in graph.initializer}

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -136,7 +137,7 @@ def serialized_for_ort(model: onnx.ModelProto) -> bytes:
 
 
 @contextlib.contextmanager
-def temporary_model_file(model: onnx.ModelProto) -> contextlib.AbstractContextManager[Path]:  # type: ignore[misc]
+def temporary_model_file(model: onnx.ModelProto) -> Iterator[Path]:
     """A model on disk for tools that need a path (onnxruntime above 2 GB, peer tools)."""
     tmp_dir = Path(tempfile.mkdtemp(prefix="edgeq-"))
     try:

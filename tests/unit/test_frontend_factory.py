@@ -217,10 +217,6 @@ def test_load_model_and_resolve_model_path_accept_specs(factory_file, cache):
     assert resolve_model_path(str(onnx_path)) == onnx_path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edgeq/graph/inspect.py: inspect_model() stats the path itself; needs path = resolve_model_path(path)",
-)
 def test_cli_command_takes_a_spec(factory_file, cache, capsys):
     from edgeq.cli import main
 
