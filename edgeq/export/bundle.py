@@ -577,10 +577,10 @@ def export_bundle(
         widen_report = _fit_tensorrt(bundle_model, plan, allow_widen)
     fp16_text = None
     if plan.fp16_in_graph:
-        from edgeq.graph.passes.fp16 import QDQ_FP16_OPSET, Fp16Pass
+        from edgeq.graph.passes.fp16 import Fp16Pass
 
-        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in bundle_model.graph.node):
-            bundle_model = _raise_opset(bundle_model, QDQ_FP16_OPSET, model_path)
+        # int8 Q/DQ keep fp32 types and INT4 blocks already need opset 21 (>= 19, where Q/DQ take
+        # fp16 scales): no opset conversion is needed for fp16.
         fp16_pass = Fp16Pass()
         fp16_pass(bundle_model)
         fp16_text = fp16_pass.report.describe()
@@ -712,23 +712,6 @@ def tensorrt_violations(model: onnx.ModelProto) -> list[Any]:
     kept = [v for v in lint_tensorrt(model)
             if not (v.rule in ("unquantized-input", "weight-axis") and (v.node in blocked or v.node in readers))]
     return kept + own
-
-
-def _raise_opset(model: onnx.ModelProto, version: int, source: Path) -> onnx.ModelProto:
-    """Convert to ``version`` when below it (fp16 Q/DQ scales need opset 19), with onnx's adapters."""
-    from edgeq.graph.passes.base import opset_version
-
-    if opset_version(model) >= version:
-        return model
-    try:
-        converted = onnx.version_converter.convert_version(model, version)
-    except Exception as exc:  # the converter raises bare RuntimeError/ValueError per op
-        raise UnsupportedError(
-            f"{source}: cannot convert to opset {version} for fp16 Q/DQ ({str(exc).splitlines()[0][:120]})"
-        ) from None
-    minimum_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import))
-    converted.ir_version = max(converted.ir_version, minimum_ir)
-    return converted
 
 
 def _implicit(
