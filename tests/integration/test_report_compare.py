@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq import evaluate
 from edgeq.cli import main
 from edgeq.report import write_compare_report, write_demo_report
 from tests.integration.report_browser_cdp import find_chromium, render_page
 from tests.integration.test_report_profile import _mlp
-
-evaluate = pytest.importorskip("edgeq.evaluate", reason="edgeq.evaluate (compare_models) is not in this tree yet")
 
 
 @pytest.fixture(scope="module")
