@@ -30,6 +30,8 @@ LATENCY_WARMUP = 5
 LATENCY_SECONDS = 3.0
 LATENCY_MAX_RUNS = 200
 CONFIDENT_PROBABILITY = 0.5
+# SQNR of identical tensors is infinite, which JSON cannot carry: report this ceiling instead.
+SQNR_CEILING_DB = 200.0
 ENERGY_REASON = (
     "no power sensor on this host: energy is measured on the board (edgeq profile on a Jetson reads its INA3221 rails)"
 )
@@ -240,7 +242,7 @@ class _OutputAccumulator:
     def result(self) -> dict[str, float]:
         out = {
             "cosine": float(np.mean(np.concatenate(self.cosines))),
-            "sqnr_db": float("inf") if self.noise == 0 else float(10 * np.log10(max(self.signal, 1e-300) / self.noise)),
+            "sqnr_db": _sqnr_from_sums(self.signal, self.noise),
         }
         if self.task == "classification":
             ref = np.concatenate(self.ref_logits)
@@ -249,14 +251,21 @@ class _OutputAccumulator:
             out.update(
                 top1_agreement=metrics.top1_agreement(ref, cand),
                 top5_overlap=metrics.topk_overlap(ref, cand, 5),
-                confident_top1_agreement=confident,
                 confident_samples=float(count),
                 kl_divergence=metrics.kl_divergence(ref, cand),
             )
+            if count:  # no confident sample: no agreement to report (NaN is not JSON)
+                out["confident_top1_agreement"] = confident
         elif self.task == "embedding":
             cos = np.concatenate(self.embedding_cosines)
             out.update(embedding_cosine_mean=float(cos.mean()), embedding_cosine_p5=float(np.percentile(cos, 5)))
         return out
+
+
+def _sqnr_from_sums(signal: float, noise: float) -> float:
+    if noise <= 0:
+        return SQNR_CEILING_DB
+    return float(min(10 * np.log10(max(signal, 1e-300) / noise), SQNR_CEILING_DB))
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
@@ -331,7 +340,7 @@ def compare_models(
     for name, path, acc, sums, lm in zip(_unique_names(cand_paths), cand_paths, accumulators, layer_sums, layer_maps, strict=True):
         size = file_bytes(path)
         layer_rows: list[dict[str, Any]] = [
-            {"tensor": t, "sqnr_db": float("inf") if n == 0 else float(10 * np.log10(max(s, 1e-300) / n)), "op_type": lm[t]}
+            {"tensor": t, "sqnr_db": _sqnr_from_sums(s, n), "op_type": lm[t]}
             for t, (s, n) in sums.items()
         ]
         layer_rows.sort(key=lambda row: float(row["sqnr_db"]))
@@ -341,7 +350,7 @@ def compare_models(
                 metrics=acc.result(),
                 latency_ms=measure_latency(path, first_feeds) if latency else None,
                 energy_mj=None, energy_reason=ENERGY_REASON,
-                layers=[r for r in layer_rows if np.isfinite(r["sqnr_db"])] + [r for r in layer_rows if not np.isfinite(r["sqnr_db"])],
+                layers=layer_rows,
             )
         )
     return result

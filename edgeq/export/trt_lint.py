@@ -131,8 +131,8 @@ class _Linter:
 
     def check_weight_axis(self, node: onnx.NodeProto, dq: onnx.NodeProto) -> None:
         scale = self.scale_of(dq)
-        if scale is None or scale.size <= 1:
-            return
+        if scale is None or scale.size <= 1 or int(get_attribute(dq, "block_size", 0)):
+            return  # per-tensor, or block-wise (int4 weight-only): no per-channel axis to check
         weight = self.index.constant(dq.input[0])
         q = self.index.producer.get(dq.input[0])
         if weight is None and q is not None and q.op_type == "QuantizeLinear":

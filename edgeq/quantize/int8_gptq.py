@@ -46,23 +46,31 @@ def conv_hessian(
     max_rows: int = MAX_ROWS,
     seed: int = 0,
 ) -> np.ndarray:
-    """``X^T X`` over conv input patches: ``[D, D]`` (dense) or ``[C, k, k]`` with k = kh*kw (depthwise)."""
+    """``X^T X`` over conv input patches: ``[D, D]`` (dense) or ``[C, k, k]`` with k = kh*kw (depthwise).
+
+    Patch positions are sampled before any patch is copied, so memory stays at ``max_rows``
+    patches whatever the feature-map size.
+    """
     rng = np.random.default_rng(seed)
-    total_positions = sum(int(np.prod(_out_hw(x.shape[2:], kernel, strides, pads, dilations))) * x.shape[0] for x in inputs)
-    per_batch_limit = [max(1, int(max_rows * x.shape[0] / max(sum(i.shape[0] for i in inputs), 1))) for x in inputs]
+    samples = sum(x.shape[0] for x in inputs)
     hessian: np.ndarray | None = None
-    for x, limit in zip(inputs, per_batch_limit, strict=True):
+    for x in inputs:
         win = _patches(np.asarray(x, np.float64), kernel, strides, pads, dilations)
         n, c, oh, ow, kh, kw = win.shape
+        positions = n * oh * ow
+        limit = max(1, int(max_rows * n / max(samples, 1)))
+        if positions > limit:
+            flat = np.sort(rng.choice(positions, limit, replace=False))
+            ni, rest = np.divmod(flat, oh * ow)
+            ii, jj = np.divmod(rest, ow)
+            picked = win[ni, :, ii, jj].astype(np.float64)  # [P, C, kh, kw]
+        else:
+            picked = np.moveaxis(win, 1, 3).reshape(positions, c, kh, kw).astype(np.float64)
         if depthwise:
-            rows = np.moveaxis(win, 1, 0).reshape(c, n * oh * ow, kh * kw)
-            pick = _row_subset(rows.shape[1], limit, rng) if total_positions > max_rows else slice(None)
-            rows = rows[:, pick]
+            rows = np.moveaxis(picked.reshape(picked.shape[0], c, kh * kw), 1, 0)  # [C, P, k]
             h = np.einsum("cpi,cpj->cij", rows, rows)
         else:
-            rows = np.moveaxis(win, 1, 3).reshape(n * oh * ow, c * kh * kw)
-            pick = _row_subset(rows.shape[0], limit, rng) if total_positions > max_rows else slice(None)
-            rows = rows[pick]
+            rows = picked.reshape(picked.shape[0], c * kh * kw)
             h = rows.T @ rows
         hessian = h if hessian is None else hessian + h
     assert hessian is not None
