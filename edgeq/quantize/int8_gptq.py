@@ -66,9 +66,10 @@ def conv_hessian(
             picked = win[ni, :, ii, jj].astype(np.float64)  # [P, C, kh, kw]
         else:
             picked = np.moveaxis(win, 1, 3).reshape(positions, c, kh, kw).astype(np.float64)
+        h: np.ndarray
         if depthwise:
-            rows = np.moveaxis(picked.reshape(picked.shape[0], c, kh * kw), 1, 0)  # [C, P, k]
-            h = np.einsum("cpi,cpj->cij", rows, rows)
+            per_channel = np.moveaxis(picked.reshape(picked.shape[0], c, kh * kw), 1, 0)  # [C, P, k]
+            h = np.einsum("cpi,cpj->cij", per_channel, per_channel)
         else:
             rows = picked.reshape(picked.shape[0], c * kh * kw)
             h = rows.T @ rows
