@@ -60,8 +60,8 @@ def output_error(w: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray) -> float
     w64 = np.asarray(w, np.float64)
     d = w64 - np.asarray(w_hat, np.float64)
     h = np.asarray(hessian, np.float64)
-    num = float(np.einsum("ij,jk,ik->", d, h, d))
-    den = float(np.einsum("ij,jk,ik->", w64, h, w64))
+    num = float(np.sum((d @ h) * d))
+    den = float(np.sum((w64 @ h) * w64))
     return num / den if den > 0 else 0.0
 
 

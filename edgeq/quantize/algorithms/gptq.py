@@ -15,6 +15,8 @@ is among them, so GPTQ is never worse than RTN on the calibration activations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgeq.quantize.algorithms.common import AlgorithmResult, LayerStats, output_error
@@ -34,25 +36,44 @@ def _prepare_hessian(hessian: np.ndarray, damp: float) -> tuple[np.ndarray, np.n
 
 
 def _inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
-    """Upper Cholesky factor of H^-1, adding damping until H is numerically positive definite."""
+    """Upper ``U`` with ``U^T U = H^-1``, from one Cholesky factorisation.
+
+    With ``J`` the reversal permutation and ``J H J = L L^T``, ``U = J L^-1 J``: one Cholesky and
+    one triangular inverse instead of factor, invert, factor again. Damping is raised until H is
+    numerically positive definite.
+    """
     eye = np.eye(h.shape[0])
     extra = 0.0
+    reversed_h = h[::-1, ::-1]
     for _ in range(8):
         try:
-            lower = np.linalg.cholesky(h + extra * eye)
-            inv_lower = np.linalg.solve(lower, eye)
-            h_inv = inv_lower.T @ inv_lower
-            return np.linalg.cholesky(h_inv).T
+            lower = np.linalg.cholesky(reversed_h + extra * eye)
+            return np.linalg.solve(lower, eye)[::-1, ::-1].copy()
         except np.linalg.LinAlgError:
             extra = max(extra * 10.0, 1e-6 * float(np.mean(np.diag(h))))
     raise np.linalg.LinAlgError("Hessian is not positive definite even with damping")
+
+
+@dataclass
+class PreparedHessian:
+    """What every GPTQ walk over one layer shares: column order and the factor of H^-1."""
+
+    perm: np.ndarray
+    u: np.ndarray
+    dead: np.ndarray
+
+    @classmethod
+    def build(cls, hessian: np.ndarray, damp: float, act_order: bool) -> PreparedHessian:
+        h, dead = _prepare_hessian(hessian, damp)
+        perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(h.shape[0])
+        return cls(perm, _inverse_cholesky_upper(h[np.ix_(perm, perm)]), dead)
 
 
 def gptq_walk(
     codec: Codec,
     w: np.ndarray,
     block_size: int,
-    hessian: np.ndarray,
+    hessian: np.ndarray | PreparedHessian,
     scales: np.ndarray | None,
     zeros: np.ndarray | None,
     damp: float = 0.01,
@@ -67,13 +88,11 @@ def gptq_walk(
     rows, cols = w.shape
     if scales is None and act_order:
         raise ValueError("activation order needs static block parameters")
-    h, dead = _prepare_hessian(hessian, damp)
+    prepared = hessian if isinstance(hessian, PreparedHessian) else PreparedHessian.build(hessian, damp, act_order)
+    perm, u = prepared.perm, prepared.u
     weights = np.array(w, dtype=np.float64, copy=True)
-    weights[:, dead] = 0.0
-    perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(cols)
+    weights[:, prepared.dead] = 0.0
     weights = weights[:, perm]
-    h = h[np.ix_(perm, perm)]
-    u = _inverse_cholesky_upper(h)
     n_blocks = -(-cols // block_size)
     scale_arr = np.zeros((rows, n_blocks)) if scales is None else np.asarray(scales, np.float64).copy()
     zero_arr = None
@@ -123,13 +142,15 @@ def gptq(
         raise ValueError("GPTQ needs the layer's Hessian (X^T X) from calibration data")
     h = stats.hessian
     candidates: list[BlockQuantized] = [rtn(codec, w, block_size, stats).quantized]
-    starts = [(candidates[0].scales, candidates[0].zero_points)]
+    # HQQ keeps, block by block, the better of its result and the clip-searched RTN grid
+    # (weighted by diag(H)), so it is the start; RTN itself stays a candidate as a safeguard.
     hqq_start = hqq(codec, w, block_size, stats).quantized
-    starts.append((hqq_start.scales, hqq_start.zero_points))
+    starts = [(hqq_start.scales, hqq_start.zero_points)]
+    prepared = PreparedHessian.build(h, damp, act_order)
     for scales, zeros in starts:
-        candidates.append(gptq_walk(codec, w, block_size, h, scales, zeros, damp, act_order))
+        candidates.append(gptq_walk(codec, w, block_size, prepared, scales, zeros, act_order=act_order))
     if not act_order:
-        candidates.append(gptq_walk(codec, w, block_size, h, None, None, damp, act_order=False))
+        candidates.append(gptq_walk(codec, w, block_size, prepared, None, None, act_order=False))
     errors = [output_error(w, c.dequantize(), h) for c in candidates]
     best = candidates[int(np.argmin(errors))]
     return AlgorithmResult(best)

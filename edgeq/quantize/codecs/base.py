@@ -16,6 +16,7 @@ per-block scale, with the stored code being an index into the codebook::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -121,14 +122,19 @@ class Codec:
             q = np.rint(x / safe + z)
             q = np.where(scale == 0, z, q)
             return np.clip(q, 0, self.qmax).astype(np.uint8)
-        assert self.table is not None
-        order = np.argsort(self.table, kind="stable")
-        # Drop duplicate levels (fp4 has +0 and -0): the first code of a level wins.
-        sorted_values, first = np.unique(self.table[order], return_index=True)
-        codes_sorted = order[first]
-        mids = (sorted_values[1:] + sorted_values[:-1]) / 2
+        mids, codes_sorted = self._table_search
         u = np.where(scale == 0, 0.0, x / safe)
-        return codes_sorted[np.searchsorted(mids, u)].astype(np.uint8)
+        return codes_sorted[np.searchsorted(mids, u)]
+
+    @cached_property
+    def _table_search(self) -> tuple[np.ndarray, np.ndarray]:
+        """Decision boundaries between sorted table levels and the code of each level."""
+        assert self.table is not None
+        table = self.table.astype(np.float64)
+        order = np.argsort(table, kind="stable")
+        # Drop duplicate levels (fp4 has +0 and -0): the first code of a level wins.
+        sorted_values, first = np.unique(table[order], return_index=True)
+        return (sorted_values[1:] + sorted_values[:-1]) / 2, order[first].astype(np.uint8)
 
     def decode(self, codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | float | None) -> np.ndarray:
         """Float64 values of ``codes``; ``scale``/``zero`` broadcast against ``codes``."""

@@ -3,8 +3,8 @@
 INT4/UINT4 (and INT8/UINT8) blocks need opset 21, INT2/UINT2 opset 25. Symmetric codes are
 stored signed without a zero point; asymmetric codes unsigned with one. onnxruntime 1.32 runs
 all of them, but its fusion of ``DequantizeLinear(INT2/UINT2) -> MatMul`` into MatMulNBits
-computes wrong results when K is not a multiple of the block size (measured), so that case is
-refused for MatMul.
+computes wrong results unless N is a multiple of 4 and K a multiple of the block size
+(measured on every small shape), so the other 2-bit MatMuls are refused.
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ def check_supported(bits: int, integer: bool) -> None:
 
 def check_matmul(q: BlockQuantized) -> str | None:
     """Why this MatMul cannot be written as DQ -> MatMul, or None when it can."""
-    if q.codec.bits == 2 and q.shape[1] % q.block_size:
+    n, k = q.shape
+    if q.codec.bits == 2 and (k % q.block_size or n % 4):
         return (
-            f"K={q.shape[1]} is not a multiple of block {q.block_size}: onnxruntime 1.32 computes "
-            "2-bit DequantizeLinear->MatMul wrongly then; use --format matmulnbits"
+            f"N={n}, K={k}: onnxruntime 1.32 computes 2-bit DequantizeLinear->MatMul wrongly unless N % 4 == 0 "
+            f"and K % block ({q.block_size}) == 0; use --format matmulnbits"
         )
     return None
 

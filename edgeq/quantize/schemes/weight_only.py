@@ -93,9 +93,9 @@ class _LayerStatsObserver:
         rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
         if self.mask is not None and self.mask.rows is not None and self.mask.rows.size == rows.shape[0]:
             rows = rows[self.mask.rows]
-        rows64 = rows.astype(np.float64)
-        gram = rows64.T @ rows64
-        magnitude = np.abs(rows64).sum(axis=0)
+        # One batch's product in float32 (a few thousand rows), the running sum in float64.
+        gram = (rows.T @ rows).astype(np.float64)
+        magnitude = np.abs(rows).sum(axis=0, dtype=np.float64)
         self.gram = gram if self.gram is None else self.gram + gram
         self.abs_sum = magnitude if self.abs_sum is None else self.abs_sum + magnitude
         self.rows += rows.shape[0]
@@ -117,6 +117,41 @@ def _mask_input(model: onnx.ModelProto) -> str | None:
     return None
 
 
+class _TrimmedPadding:
+    """The calibration source with each batch's all-padding tail columns cut off.
+
+    Tokenized calibration sets are padded to a fixed length (MiniLM's: 81% padding); positions
+    masked out for every sample of a batch change no unmasked output of an attention model, and
+    the statistics ignore them anyway, so running them is pure waste. Applied only when every
+    model input is ``[batch, seq]`` with a dynamic ``seq`` and one of them is the mask.
+    """
+
+    def __init__(self, data: Any, mask_name: str) -> None:
+        self.data = data
+        self.mask_name = mask_name
+        self.num_samples = data.num_samples
+
+    def batches(self, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        for feeds in self.data.batches(batch_size):
+            columns = np.flatnonzero(np.asarray(feeds[self.mask_name]).any(axis=0))
+            width = int(columns[-1]) + 1 if columns.size else 1
+            yield {name: np.ascontiguousarray(value[:, :width]) for name, value in feeds.items()}
+
+    def batch_samples(self, feeds: dict[str, np.ndarray]) -> int:
+        return int(self.data.batch_samples(feeds))
+
+
+def _trimmable(model: onnx.ModelProto, mask_name: str) -> bool:
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+        if len(dims) != 2 or dims[1].HasField("dim_value"):
+            return False
+    return True
+
+
 def collect_layer_stats(
     model: onnx.ModelProto, targets: list[WeightTarget], data: Any, progress: bool
 ) -> dict[str, LayerStats]:
@@ -134,6 +169,8 @@ def collect_layer_stats(
     layer_observers = {name: _LayerStatsObserver(mask) for name in activations}
     for name, observer in layer_observers.items():
         observers.setdefault(name, []).append(observer)
+    if mask_name is not None and _trimmable(model, mask_name) and hasattr(data, "batches"):
+        data = _TrimmedPadding(data, mask_name)
     collect(model, data, observers, progress=progress, description="collecting X^T X")
     return {name: observer.stats() for name, observer in layer_observers.items()}
 
@@ -172,7 +209,7 @@ def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
             f"cannot convert the model from opset {current} to {version} for --format qdq ({first}); "
             "use --format matmulnbits"
         ) from None
-    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import))
+    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
     converted.ir_version = max(converted.ir_version, min_ir)
     return converted
 
