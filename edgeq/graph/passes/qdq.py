@@ -120,21 +120,21 @@ def plan_qdq(model: onnx.ModelProto, node_names: list[str]) -> QdqPlan:
     while changed:
         changed = False
         for node in graph.node:
-            if node.op_type not in POOLING_OPS and node.op_type != "Concat":
+            if node.op_type not in POOLING_OPS and node.op_type not in ("Concat", "Pad"):
                 continue
             if node.name in wanted:
                 continue
             if not _output_is_quantized(index, plan, node):
                 continue
             inputs = [(i, t) for i, t in enumerate(node.input) if t and not index.is_constant(t)]
-            if node.op_type in POOLING_OPS:
+            if node.op_type in POOLING_OPS or node.op_type == "Pad":
                 inputs = inputs[:1]
             for slot, tensor in inputs:
                 if (node.name, slot) not in plan.readers_of(tensor):
                     role = f"input of {node.op_type} {node.name}, so it runs in int8"
                     plan.add(tensor, node.name, slot, role)
                     changed = True
-            if node.op_type == "Concat":
+            if node.op_type in ("Concat", "Pad"):
                 group = sorted({t for _, t in inputs} | {_quantized_output(index, plan, node)})
                 if group not in plan.shared_scale:
                     plan.shared_scale.append(group)
@@ -205,10 +205,12 @@ class InsertQdq(Pass):
             set_initializer(graph, scale_name, act_scale)
             set_initializer(graph, zp_name, np.array(0, np.int8))
             q_out = names(f"{base}_quantized")
-            dq_out = names(f"{base}_dequantized")
             new_nodes.append(helper.make_node("QuantizeLinear", [tensor, scale_name, zp_name], [q_out], name=names(f"{base}_QuantizeLinear")))
-            new_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=names(f"{base}_DequantizeLinear")))
+            # One DequantizeLinear per reader: runtimes (onnxruntime's QDQ fusion among them) fuse
+            # a DQ into its reader only when it has no other reader.
             for reader, slot in readers:
+                dq_out = names(f"{base}_dequantized")
+                new_nodes.append(helper.make_node("DequantizeLinear", [q_out, scale_name, zp_name], [dq_out], name=names(f"{base}_DequantizeLinear")))
                 by_name[reader].input[slot] = dq_out
             modified = True
         for node_name, wq in self.weights.items():

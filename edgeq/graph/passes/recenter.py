@@ -40,6 +40,11 @@ class RecenterSite:
     means: tuple[str, ...]  # ReduceMean / GlobalAveragePool nodes between the clip and a consumer
 
 
+def centered_amax(center: float) -> float:
+    """The int8 range for a tensor re-centered into [-c, c]: -c lands exactly on code -128."""
+    return center * 127.0 / 128.0
+
+
 def _clip_range(index: GraphIndex, node: onnx.NodeProto) -> tuple[float, float] | None:
     if len(node.input) < 3 or not node.input[1] or not node.input[2]:
         return None
@@ -128,6 +133,10 @@ class RecenterActivations(Pass):
         self.sites = sites
         self.applied: list[str] = []
         self.pads_added = 0
+        # Tensor -> c for every tensor now in [-c, c] (the clip outputs and their padded copies):
+        # an int8 range of exactly c * 127 / 128 makes -c the code -128, so the padding value is
+        # exact, and the Clip is redundant with the quantizer's saturation (runtimes drop it).
+        self.centered: dict[str, float] = {}
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
@@ -146,6 +155,7 @@ class RecenterActivations(Pass):
             set_initializer(graph, lo_name, np.array(bounds[0] - c, np.float32))
             set_initializer(graph, hi_name, np.array(bounds[1] - c, np.float32))
             clip.input[1], clip.input[2] = lo_name, hi_name
+            self.centered[clip.output[0]] = c
             for consumer_name in site.consumers:
                 node = by_name[consumer_name]
                 w = index.constant(node.input[1])
@@ -167,6 +177,7 @@ class RecenterActivations(Pass):
                     set_initializer(graph, value_name, np.array(-c, np.float32))
                     graph.node.append(helper.make_node("Pad", [node.input[0], pads_name, value_name], [padded], name=names(f"{node.name}_Pad"), mode="constant"))
                     node.input[0] = padded
+                    self.centered[padded] = c
                     for attr in node.attribute:
                         if attr.name == "pads":
                             del attr.ints[:]

@@ -171,11 +171,13 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         summary.notes.append(f"cross-layer equalization rescaled {count} conv pairs (activation-aware; ReLU6 clip kept exact)")
     elif config.equalization:
         summary.notes.append("cross-layer equalization skipped: it needs --data (a calibration table describes the unequalized model)")
+    fixed_amax: dict[str, float] = {}
     if data is not None and config.recenter:
-        from edgeq.graph.passes.recenter import RecenterActivations, find_recenter_sites
+        from edgeq.graph.passes.recenter import RecenterActivations, centered_amax, find_recenter_sites
 
         recenter = RecenterActivations(find_recenter_sites(model, set(selected)))
         recenter.call(model)
+        fixed_amax = {t: centered_amax(c) for t, c in recenter.centered.items()}
         if recenter.applied:
             summary.notes.append(
                 f"re-centered {len(recenter.applied)} clipped activations to use both halves of the symmetric int8 grid "
@@ -204,6 +206,9 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
             item = table[tensor]
             candidates[tensor] = {"minmax": item.minmax_amax, **item.thresholds}
 
+    for tensor, value in fixed_amax.items():
+        if tensor in candidates:
+            candidates[tensor] = {"centered": value}
     if sequential:
         from edgeq.quantize.int8_sequential import SequentialOptions, sequential_quantize
 
