@@ -487,7 +487,7 @@ def export_bundle(
 ) -> ExportResult:
     """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically."""
     from edgeq.fileio import atomic_directory
-    from edgeq.graph.io import load_model, save_model
+    from edgeq.graph.io import load_model, lower_ir_version, save_model
 
     model_path = Path(model_path)
     output = Path(output)
@@ -588,6 +588,8 @@ def export_bundle(
         from edgeq.export.widen import lower_opset
 
         lower_opset(bundle_model, profile.onnx.preferred_opset)
+    # Board runtimes read older IR versions than onnx writes by default.
+    lower_ir_version(bundle_model)
 
     # 3. Checks: TensorRT lint, then onnxruntime against the reference.
     lint = "not applicable"

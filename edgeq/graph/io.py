@@ -116,6 +116,18 @@ def save_model(
     return path
 
 
+def lower_ir_version(model: onnx.ModelProto) -> int:
+    """Set the model's IR version to the lowest its opsets allow; return it.
+
+    onnx writes its newest IR version by default, which the runtimes on the boards refuse
+    (onnxruntime 1.19, the last for JetPack 5's Python 3.8, reads up to IR 10; TensorRT 8's
+    parser is older still). The opset imports, not the writer, decide what is needed.
+    """
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    model.ir_version = min(int(model.ir_version), int(needed)) if model.ir_version else int(needed)
+    return int(model.ir_version)
+
+
 def model_sha256(path: str | Path) -> str:
     """Digest of the model file and its external data files, so a table is tied to one model."""
     path = resolve_model_path(path)  # a file.py:factory spec digests its exported ONNX

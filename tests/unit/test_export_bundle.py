@@ -132,7 +132,11 @@ def test_cpu_int4_bundle_matches_the_quantized_model(tmp_path: Path):
     reference = ort.InferenceSession(expected.model.SerializeToString()).run(None, feeds)[0]
     np.testing.assert_allclose(_ort(bundle / "model.onnx", feeds)[0], reference, rtol=1e-5, atol=1e-5)
     assert result.verification["outputs"]["y"]["cosine"] > 0.9999
-    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(bundle / "model.onnx")).graph.node}
+    exported = onnx.load(str(bundle / "model.onnx"))
+    assert "MatMulNBits" in {n.op_type for n in exported.graph.node}
+    # onnxruntime 1.19 (JetPack 5, Python 3.8) reads IR <= 10; opset 21 needs exactly 10.
+    assert exported.ir_version == onnx.helper.find_min_ir_version_for(list(exported.opset_import), ignore_unknown=True)
+    assert exported.ir_version <= 10
 
 
 # -- TensorRT targets -------------------------------------------------------------------------------
@@ -155,6 +159,7 @@ def test_orin_int8_bundle_is_strongly_typed_qdq(tmp_path: Path):
     assert {f.path for f in manifest.files} == {"model.onnx", "build.sh", "README.md"}
     exported = onnx.load(str(bundle / "model.onnx"))
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in exported.graph.node}
+    assert exported.ir_version <= 10
     readme = (bundle / "README.md").read_text()
     assert "JetPack 6.2" in readme and "./build.sh" in readme
 
