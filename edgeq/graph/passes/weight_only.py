@@ -173,7 +173,7 @@ class WeightOnlyRewriter:
         node = helper.make_node("Mul", [target.activation, scale_name], [out], name=self.fresh(f"{prefix}_awq_Mul"))
         return Emitted([node], [numpy_helper.from_array(input_scale.astype(target.dtype), scale_name)])
 
-    def gemm_bias(self, target: WeightTarget, product: str, prefix: str) -> Emitted:
+    def gemm_bias(self, target: WeightTarget, product: str, prefix: str, output: str | None = None) -> Emitted:
         """Add Gemm's ``beta * C`` after the quantized product (C broadcast as Gemm does)."""
         assert target.bias is not None
         emitted = Emitted()
@@ -189,8 +189,40 @@ class WeightOnlyRewriter:
                 emitted.initializers.append(numpy_helper.from_array(np.array(target.beta, target.dtype), beta_name))
                 emitted.nodes.append(helper.make_node("Mul", [bias, beta_name], [scaled], name=self.fresh(f"{prefix}_beta_Mul")))
             bias = scaled
-        emitted.nodes.append(helper.make_node("Add", [product, bias], [target.output], name=self.fresh(f"{prefix}_bias_Add")))
+        out = target.output if output is None else output
+        emitted.nodes.append(helper.make_node("Add", [product, bias], [out], name=self.fresh(f"{prefix}_bias_Add")))
         return emitted
+
+    def fold_output_bias(self, target: WeightTarget, bias: np.ndarray, prefix: str) -> Emitted | None:
+        """Add ``bias`` to the target's output: into the constant of the ``Add`` that follows, if any.
+
+        Returns None when folded (transformer projections are followed by their bias Add);
+        otherwise an :class:`Emitted` holding the bias initializer, for an ``Add`` the caller puts
+        after the product.
+        """
+        graph = self.model.graph
+        readers = [
+            (i, node) for i, node in enumerate(graph.node)
+            if target.output in node.input and i not in self.replacements and i != target.node_index
+        ]
+        is_output = target.output in {o.name for o in graph.output}
+        if len(readers) == 1 and not is_output and readers[0][1].op_type == "Add":
+            index, add = readers[0]
+            other = 1 if add.input[0] == target.output else 0
+            constant = GraphIndex(graph).constant(add.input[other]) if len(add.input) == 2 else None
+            if (
+                constant is not None
+                and constant.dtype in (np.float32, np.float16)
+                and constant.shape[-1:] == (target.rows,)
+                and int(np.prod(constant.shape)) == target.rows
+            ):
+                name = self.fresh(f"{prefix}_corrected_bias")
+                value = (constant.astype(np.float64) + bias.reshape(constant.shape)).astype(constant.dtype)
+                graph.initializer.append(numpy_helper.from_array(value, name))
+                graph.node[index].input[other] = name
+                return None
+        name = self.fresh(f"{prefix}_correction")
+        return Emitted([], [numpy_helper.from_array(bias.astype(target.dtype), name)])
 
     def _drop_if_unused(self, target: WeightTarget) -> None:
         graph = self.model.graph

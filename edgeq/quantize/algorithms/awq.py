@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quantize.algorithms.common import AlgorithmResult, LayerStats, output_error
+from edgeq.quantize.algorithms.common import AlgorithmResult, LayerStats, bias_correction, output_error
 from edgeq.quantize.algorithms.rtn import rtn
 from edgeq.quantize.codecs import Codec
 
@@ -33,6 +33,7 @@ def awq(
     block_size: int,
     stats: LayerStats,
     grid: int = 11,
+    correct_bias: bool = True,
 ) -> AlgorithmResult:
     """AWQ on ``w`` ``[rows, cols]`` with ``stats.magnitudes`` ``[cols]`` and ideally ``stats.hessian``."""
     if stats.magnitudes is None:
@@ -43,6 +44,7 @@ def awq(
     assert importance is not None
     best: AlgorithmResult | None = None
     best_err = np.inf
+    rtn_err = np.inf
     for alpha in np.linspace(0.0, 1.0, grid):
         s = channel_scales(stats.magnitudes, float(alpha))
         # The scaled layer sees inputs x / s: its per-channel importance shrinks by s^2.
@@ -50,7 +52,12 @@ def awq(
         candidate = rtn(codec, w64 * s[None, :], block_size, scaled_stats)
         result = AlgorithmResult(candidate.quantized, input_scale=None if alpha == 0 else 1.0 / s)
         err = output_error(w64, result.effective_weight(), hessian)
+        if alpha == 0:
+            rtn_err = err
         if err < best_err:
             best, best_err = result, err
     assert best is not None
+    best.rtn_error = float(rtn_err)
+    if correct_bias and stats.mean is not None:
+        best.bias = bias_correction(w64, best.effective_weight(), stats.mean)
     return best

@@ -6,7 +6,10 @@ statistics are plain arrays, so the math is testable without a model:
 
 * ``hessian``: ``X^T X`` of the layer input over calibration tokens, ``[cols, cols]``; the output
   error of a weight perturbation ``D`` is exactly ``trace(D H D^T)``;
-* ``magnitudes``: mean ``|x|`` per input channel, ``[cols]`` (AWQ's salience).
+* ``magnitudes``: mean ``|x|`` per input channel, ``[cols]`` (AWQ's salience);
+* ``mean``: mean ``x`` per input channel, ``[cols]``. With it, the data-driven algorithms fit
+  the weight on the centred second moment ``H - mu mu^T`` and return a bias ``mu D^T`` that
+  cancels the mean of the output error (a bias is free: the layer has one or gets one).
 """
 
 from __future__ import annotations
@@ -26,6 +29,17 @@ ROW_CHUNK = 2048
 class LayerStats:
     hessian: np.ndarray | None = None
     magnitudes: np.ndarray | None = None
+    mean: np.ndarray | None = None
+
+    @property
+    def centered_hessian(self) -> np.ndarray | None:
+        """``H - mu mu^T``: the error a weight change leaves once its mean is absorbed by a bias."""
+        if self.hessian is None:
+            return None
+        if self.mean is None:
+            return self.hessian
+        mu = np.asarray(self.mean, np.float64)
+        return np.asarray(self.hessian, np.float64) - np.outer(mu, mu)
 
     @property
     def importance(self) -> np.ndarray | None:
@@ -41,11 +55,14 @@ class LayerStats:
 class AlgorithmResult:
     """A quantized weight, plus (AWQ) per-input-channel factors the activation is multiplied by.
 
-    With ``input_scale`` set, the layer computes ``(x * input_scale) @ dequantize().T``.
+    With ``input_scale`` set, the layer computes ``(x * input_scale) @ dequantize().T``; with
+    ``bias`` set, ``bias`` is added to its output.
     """
 
     quantized: BlockQuantized
     input_scale: np.ndarray | None = None
+    bias: np.ndarray | None = None  # [rows], added to the layer output (mean-error correction)
+    rtn_error: float | None = None  # RTN's output error on the same activations, when computed
 
     def effective_weight(self) -> np.ndarray:
         """The ``[rows, cols]`` weight the quantized layer applies to the original input."""
@@ -72,3 +89,25 @@ def weighted_error(w: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray | None)
     w64 = np.asarray(w, np.float64)
     den = float(np.sum(w64**2))
     return float(np.sum((w64 - w_hat) ** 2)) / den if den > 0 else 0.0
+
+
+def bias_correction(w: np.ndarray, w_hat: np.ndarray, mean: np.ndarray | None) -> np.ndarray | None:
+    """The bias ``mu (W - W_hat)^T`` that cancels the output error's mean over calibration data."""
+    if mean is None:
+        return None
+    return (np.asarray(w, np.float64) - np.asarray(w_hat, np.float64)) @ np.asarray(mean, np.float64)
+
+
+def result_error(w: np.ndarray, result: AlgorithmResult, stats: LayerStats) -> float:
+    """Relative output error of ``result`` on the calibration activations, bias included."""
+    assert stats.hessian is not None
+    w_hat = result.effective_weight()
+    if result.bias is None:
+        return output_error(w, w_hat, stats.hessian)
+    d = np.asarray(w, np.float64) - w_hat
+    centered = stats.centered_hessian
+    assert centered is not None
+    num = float(np.sum((d @ centered) * d))
+    w64 = np.asarray(w, np.float64)
+    den = float(np.sum((w64 @ np.asarray(stats.hessian, np.float64)) * w64))
+    return num / den if den > 0 else 0.0

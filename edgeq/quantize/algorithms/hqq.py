@@ -91,10 +91,16 @@ def hqq(
     block_size: int,
     stats: LayerStats | None = None,
     iters: int = 20,
+    start: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> AlgorithmResult:
-    """Quantize ``w`` ``[rows, cols]`` with HQQ-optimised parameters (no calibration needed)."""
+    """Quantize ``w`` ``[rows, cols]`` with HQQ-optimised parameters (no calibration needed).
+
+    ``start`` is the clip-searched RTN grid when the caller already has it.
+    """
     importance = stats.importance if stats is not None else None
-    start_scales, start_zeros = fit_params(codec, w, block_size, importance, clip_search=True)
+    if start is None:
+        start = fit_params(codec, w, block_size, importance, clip_search=True)
+    start_scales, start_zeros = start
     imp_blocks = None
     if importance is not None:
         imp_blocks = to_blocks(np.asarray(importance, np.float64)[None, :], block_size)[0][0]

@@ -30,7 +30,8 @@ from edgeq.graph.passes.weight_only import (
 )
 from edgeq.metrics import sqnr_db
 from edgeq.quantize import algorithms
-from edgeq.quantize.algorithms import AlgorithmResult, LayerStats, output_error
+from edgeq.quantize.algorithms import AlgorithmResult, LayerStats
+from edgeq.quantize.algorithms.common import result_error
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.codecs import Codec, get_codec
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
@@ -87,6 +88,7 @@ class _LayerStatsObserver:
         self.mask = mask
         self.gram: np.ndarray | None = None
         self.abs_sum: np.ndarray | None = None
+        self.sum: np.ndarray | None = None
         self.rows = 0
 
     def update(self, x: np.ndarray) -> None:
@@ -96,6 +98,8 @@ class _LayerStatsObserver:
         # One batch's product in float32 (a few thousand rows), the running sum in float64.
         gram = (rows.T @ rows).astype(np.float64)
         magnitude = np.abs(rows).sum(axis=0, dtype=np.float64)
+        total = rows.sum(axis=0, dtype=np.float64)
+        self.sum = total if self.sum is None else self.sum + total
         self.gram = gram if self.gram is None else self.gram + gram
         self.abs_sum = magnitude if self.abs_sum is None else self.abs_sum + magnitude
         self.rows += rows.shape[0]
@@ -104,9 +108,9 @@ class _LayerStatsObserver:
         raise NotImplementedError
 
     def stats(self) -> LayerStats:
-        if self.gram is None or self.abs_sum is None or self.rows == 0:
+        if self.gram is None or self.abs_sum is None or self.sum is None or self.rows == 0:
             return LayerStats()
-        return LayerStats(hessian=self.gram / self.rows, magnitudes=self.abs_sum / self.rows)
+        return LayerStats(hessian=self.gram / self.rows, magnitudes=self.abs_sum / self.rows, mean=self.sum / self.rows)
 
 
 def _mask_input(model: onnx.ModelProto) -> str | None:
@@ -132,10 +136,20 @@ class _TrimmedPadding:
         self.num_samples = data.num_samples
 
     def batches(self, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        for feeds in self.data.batches(batch_size):
-            columns = np.flatnonzero(np.asarray(feeds[self.mask_name]).any(axis=0))
-            width = int(columns[-1]) + 1 if columns.size else 1
-            yield {name: np.ascontiguousarray(value[:, :width]) for name, value in feeds.items()}
+        # Token ids are small (MiniLM's 512 samples: 1.5 MB): hold them, and batch sentences of
+        # similar length together so little padding is left in any batch.
+        parts = list(self.data.batches(batch_size))
+        if not parts:
+            return
+        size = len(next(iter(parts[0].values())))
+        feeds = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        lengths = np.asarray(feeds[self.mask_name]).astype(bool)
+        last = np.where(lengths.any(axis=1), lengths.shape[1] - np.argmax(lengths[:, ::-1], axis=1), 1)
+        order = np.argsort(last, kind="stable")
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
+            width = int(last[rows].max())
+            yield {name: np.ascontiguousarray(value[rows, :width]) for name, value in feeds.items()}
 
     def batch_samples(self, feeds: dict[str, np.ndarray]) -> int:
         return int(self.data.batch_samples(feeds))
@@ -244,7 +258,11 @@ def _emit(
         else:
             emitted.extend(gather.emit(q, activation, target.output, prefix, target.dtype))
         return emitted
-    product = target.output if target.bias is None else rewriter.fresh(f"{prefix}_product")
+    output_bias = None
+    if result.bias is not None:
+        output_bias = rewriter.fold_output_bias(target, result.bias, prefix)
+    needs_add = target.bias is not None or output_bias is not None
+    product = target.output if not needs_add else rewriter.fresh(f"{prefix}_product")
     if fmt is OnnxFormat.MATMULNBITS:
         emitted.extend(matmulnbits.emit(q, activation, product, prefix, target.dtype, config.accuracy_level))
     elif fmt is OnnxFormat.QDQ:
@@ -252,7 +270,14 @@ def _emit(
     else:
         emitted.extend(bnb4.emit(q, target.rows, target.cols, activation, product, prefix, target.dtype))
     if target.bias is not None:
-        emitted.extend(rewriter.gemm_bias(target, product, prefix))
+        gemm_out = target.output if output_bias is None else rewriter.fresh(f"{prefix}_gemm")
+        emitted.extend(rewriter.gemm_bias(target, product, prefix, gemm_out))
+        product = gemm_out
+    if output_bias is not None:
+        emitted.extend(output_bias)
+        emitted.nodes.append(
+            onnx.helper.make_node("Add", [product, output_bias.initializers[0].name], [target.output], name=rewriter.fresh(f"{prefix}_bias_correction"))
+        )
     return emitted
 
 
@@ -344,7 +369,9 @@ def _quantize_target(
     effective = result.effective_weight().reshape(w.shape)
     error: dict[str, float] = {"weight_sqnr_db": round(float(sqnr_db(w, effective)), 3)}
     if layer_stats is not None and layer_stats.hessian is not None and not target.is_embedding:
-        error["output_rel_mse"] = float(output_error(w, effective, layer_stats.hessian))
+        error["output_rel_mse"] = float(result_error(w, result, layer_stats))
+        if result.rtn_error is not None:
+            error["rtn_output_rel_mse"] = float(result.rtn_error)
     prefix = rewriter.prefix(target)
     emitted = _emit(rewriter, target, result, config, fmt, prefix)
     rewriter.replace(target, emitted)
@@ -353,6 +380,8 @@ def _quantize_target(
     scheme = f"{q.codec.name} block{q.block_size} {kind} {method.value}"
     if result.input_scale is not None:
         scheme += " +input scale"
+    if result.bias is not None:
+        scheme += " +bias correction"
     if note:
         scheme += f" ({note})"
     return NodeDecision(
