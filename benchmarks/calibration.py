@@ -36,7 +36,7 @@ DEFAULT_CACHE = Path(os.environ.get("EDGEQ_EXAMPLES_CACHE", ROOT / ".cache" / "e
 PEERS = ("ort-minmax", "ort-entropy", "ort-percentile")
 HISTOGRAM_PEERS = ("ort-entropy", "ort-percentile")
 PERCENTILE = 99.99
-PROBE_SAMPLES = 16
+PROBE_SAMPLES = (8, 24)  # two small runs per histogram peer: their peak RSS gives the growth per sample
 
 
 # --- workers (run in a subprocess) --------------------------------------------------------
@@ -48,7 +48,7 @@ def _worker(kind: str, model_path: str, data_path: str, samples: int, batch_size
     from edgeq.data import load_data
     from edgeq.graph.io import load_model
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model = load_model(model_path)
     source = load_data(data_path, model, samples=samples, batch_size=batch_size)
     result: dict[str, Any] = {"samples": source.num_samples}
@@ -88,6 +88,7 @@ def _worker(kind: str, model_path: str, data_path: str, samples: int, batch_size
             for name, value in ranges.data.items()
         }
     result["wall"] = time.perf_counter() - start
+    result["cpu"] = time.process_time() - cpu_start  # all threads: robust to a busy machine, unlike wall time
     Path(result_path).write_text(json.dumps(result))
 
 
@@ -100,6 +101,7 @@ class Run:
     samples: int
     status: str = "ok"
     wall: float | None = None
+    cpu: float | None = None
     peak_mb: float | None = None
     tensors: int | None = None
     ranges: dict[str, list[float]] = field(default_factory=dict)
@@ -155,6 +157,7 @@ def run_one(kind: str, args: argparse.Namespace, samples: int) -> Run:
         else:
             result = json.loads(result_path.read_text())
             run.wall = result["wall"]
+            run.cpu = result["cpu"]
             run.ranges = result["ranges"]
             run.tensors = len(result["ranges"])
             run.samples = result["samples"]
@@ -169,10 +172,10 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 
 def print_table(runs: list[Run]) -> None:
-    print(f"{'samples':>7}  {'calibrator':<18} {'tensors':>7} {'wall s':>8} {'samples/s':>9} {'peak RSS MB':>11}  status")
+    print(f"{'samples':>7}  {'calibrator':<15} {'tensors':>7} {'wall s':>7} {'cpu s':>7} {'samples/s':>9} {'peak RSS MB':>11}  status")
     for run in runs:
         rate = run.samples / run.wall if run.wall else None
-        print(f"{run.samples:>7}  {run.kind:<18} {_fmt(run.tensors, 'd'):>7} {_fmt(run.wall, '.1f'):>8} "
+        print(f"{run.samples:>7}  {run.kind:<15} {_fmt(run.tensors, 'd'):>7} {_fmt(run.wall, '.1f'):>7} {_fmt(run.cpu, '.1f'):>7} "
               f"{_fmt(rate, '.2f'):>9} {_fmt(run.peak_mb, '.0f'):>11}  {run.status}{'  ' + run.note if run.note else ''}")
 
 
@@ -205,8 +208,10 @@ def check_targets(runs: list[Run], sizes: list[int]) -> list[str]:
                 lines.append(f"n/a   {peer} at {size}: could not finish ({theirs.status}{', ' + theirs.note if theirs.note else ''}); edgeq took {ours.wall:.1f} s")
                 continue
             speedup = theirs.wall / ours.wall
+            cpu_speedup = (theirs.cpu or 0.0) / ours.cpu if ours.cpu else 0.0
             verdict = "PASS" if speedup >= 3 else "FAIL"
-            lines.append(f"{verdict}  {size} samples: edgeq {ours.wall:.1f} s vs {peer} {theirs.wall:.1f} s = {speedup:.2f}x (target >= 3x)")
+            lines.append(f"{verdict}  {size} samples: edgeq {ours.wall:.1f} s vs {peer} {theirs.wall:.1f} s wall = {speedup:.2f}x "
+                         f"(target >= 3x); CPU time {ours.cpu:.1f} s vs {theirs.cpu:.1f} s = {cpu_speedup:.2f}x")
     for size in sizes:
         ours, theirs = by.get(("edgeq", size)), by.get(("ort-minmax", size))
         if ours and theirs and ours.ranges and theirs.ranges:
@@ -279,14 +284,24 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     growth: dict[str, tuple[float, float, int]] = {}  # peer -> (MB per sample, peak MB, at samples)
     for peer in peers:
-        if peer in HISTOGRAM_PEERS:
-            probe = run_one(peer, args, PROBE_SAMPLES)
-            if probe.peak_mb:
-                growth[peer] = (0.0, probe.peak_mb, PROBE_SAMPLES)
-            print(f"probe {peer} at {PROBE_SAMPLES} samples: peak {_fmt(probe.peak_mb, '.0f')} MB ({probe.status})", flush=True)
+        if peer not in HISTOGRAM_PEERS:
+            continue
+        low, high = (run_one(peer, args, n) for n in PROBE_SAMPLES)
+        if low.peak_mb and high.peak_mb and low.status == high.status == "ok":
+            per_sample = (high.peak_mb - low.peak_mb) / (PROBE_SAMPLES[1] - PROBE_SAMPLES[0])
+            growth[peer] = (per_sample, high.peak_mb, PROBE_SAMPLES[1])
+        print(f"probe {peer}: peak {_fmt(low.peak_mb, '.0f')} MB at {PROBE_SAMPLES[0]} samples, "
+              f"{_fmt(high.peak_mb, '.0f')} MB at {PROBE_SAMPLES[1]} -> "
+              f"{_fmt(growth.get(peer, (None,))[0], '.1f')} MB per sample", flush=True)
+    out_of_memory: dict[str, int] = {}  # kind -> smallest size that ran out of memory
     for size in sizes:
         kinds = ["edgeq"] + (["edgeq-default"] if args.with_default_tensors else []) + peers
         for kind in kinds:
+            if kind in out_of_memory and not args.run_predicted_oom:
+                run = Run(kind, size, status="skipped (OOM)", note=f"ran out of memory at {out_of_memory[kind]} samples")
+                runs.append(run)
+                print_table([run])
+                continue
             if kind in growth and not args.run_predicted_oom:
                 per_sample, peak, at = growth[kind]
                 predicted = peak + per_sample * (size - at)
@@ -298,16 +313,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             run = run_one(kind, args, size)
             runs.append(run)
-            if kind in growth and run.peak_mb and run.status == "ok":
-                _, probe_peak, probe_at = growth[kind]
-                if size > probe_at:
-                    growth[kind] = ((run.peak_mb - probe_peak) / (size - probe_at), run.peak_mb, size)
+            if run.status.startswith("OOM"):
+                out_of_memory.setdefault(kind, size)
             print_table([run])
             sys.stdout.flush()
     print("\nall runs:")
     print_table(runs)
-    for kind, (per_sample, _, at) in growth.items():
-        print(f"{kind}: memory grows {per_sample:.1f} MB per sample (measured between {PROBE_SAMPLES} and {at} samples)")
+    for kind, (per_sample, _, _) in growth.items():
+        print(f"{kind}: peak memory grows {per_sample:.1f} MB per sample (measured at {PROBE_SAMPLES[0]} and {PROBE_SAMPLES[1]} samples)")
     print("\ntargets:")
     for line in check_targets(runs, sizes):
         print("  " + line)
