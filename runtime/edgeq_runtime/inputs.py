@@ -78,7 +78,7 @@ def _check_shape(spec: TensorSpec, shape: Sequence[int], what: str) -> None:
             what + " has rank " + str(len(shape)) + " " + _fmt(shape) + ", model expects rank " + str(spec.rank)
             + " " + _fmt(spec.shape)
         )
-    for axis, (got, want) in enumerate(zip(shape, spec.shape)):  # noqa: B905 (3.8; ranks checked above)
+    for axis, (got, want) in enumerate(zip(shape, spec.shape)):
         if isinstance(want, int) and got != want:
             raise BundleError(
                 what + " has shape " + _fmt(shape) + " but dim " + str(axis) + " must be " + str(want)

@@ -53,6 +53,7 @@ class Session:
         self.model_path: Optional[Path] = None
         self.engine_path: Optional[Path] = None
         model_sha: Optional[str] = None
+        calibration_cache: Optional[Path] = None
 
         if self.path.is_dir() or self.path.name == MANIFEST_NAME:
             bundle = self.path if self.path.is_dir() else self.path.parent
@@ -64,6 +65,9 @@ class Session:
             self.model_path = bundle / self.manifest.model
             self.engine_path = bundle / self.manifest.engine if self.manifest.engine else None
             model_sha = _file_entry_sha(self.manifest, self.manifest.model)
+            cache_name = self.manifest.target.get("calibration_cache")
+            if cache_name:
+                calibration_cache = bundle / str(cache_name)
         elif not self.path.exists():
             raise BundleError(str(self.path) + ": no such bundle folder or model file")
         elif self.path.suffix.lower() == ".onnx":
@@ -84,6 +88,7 @@ class Session:
             shapes={k: list(v) for k, v in (shapes or {}).items()},
             cache_dir=Path(cache_dir) if cache_dir is not None else None,
             model_sha256=model_sha,
+            calibration_cache=calibration_cache,
         )
         self.threads = threads
         cls = backend_class(self.backend_name)

@@ -77,6 +77,12 @@ def fake_tensorrt(log: list[str]) -> types.ModuleType:
     trt.DeviceType = types.SimpleNamespace(DLA="dla", GPU="gpu")  # type: ignore[attr-defined]
     trt.nptype = lambda dtype: np.float32  # type: ignore[attr-defined]
 
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
+    trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2  # type: ignore[attr-defined]
+
     class Context:
         def __init__(self) -> None:
             self.shapes: dict[str, tuple] = {}
@@ -172,6 +178,9 @@ def fake_tensorrt(log: list[str]) -> types.ModuleType:
             return Profile()
 
         def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            calibrator = getattr(config, "int8_calibrator", None)
+            if calibrator is not None:
+                log.append("calibration cache " + calibrator.read_calibration_cache().decode())
             log.append("build")
             return ENGINE_MAGIC + b"built"
 
@@ -252,3 +261,30 @@ def test_strongly_typed_build_sets_the_flag_and_no_precision_flags(tmp_path, trt
     with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
         pass
     assert "network flags 2" in trt_log and "flag fp16" not in trt_log
+
+
+def test_implicit_int8_bundle_hands_its_calibration_cache_to_the_builder(tmp_path, trt_log):
+    target = {"backend": "tensorrt", "int8": True, "fp16": True, "calibration_cache": "calibration.cache"}
+    bundle = make_bundle(tmp_path / "bundle", target=target)
+    cache_text = "TRT-8502-EntropyCalibration2\nx: 3c010204\n"
+    (bundle / "calibration.cache").write_text(cache_text)
+    manifest = Manifest.read(bundle)
+    manifest.files = Manifest.describe_files(bundle, ["model.onnx", "calibration.cache"])
+    manifest.write(bundle)
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
+        pass
+    assert "flag int8" in trt_log and "calibration cache " + cache_text in trt_log
+    # A different cache is a different engine.
+    (bundle / "calibration.cache").write_text(cache_text.replace("3c010204", "3c010205"))
+    manifest.files = Manifest.describe_files(bundle, ["model.onnx", "calibration.cache"])
+    manifest.write(bundle)
+    trt_log.clear()
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
+        pass
+    assert "build" in trt_log
+
+
+def test_implicit_int8_without_a_cache_is_refused(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "int8": True})
+    with pytest.raises(BundleError, match="names no calibration cache"):
+        Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]})

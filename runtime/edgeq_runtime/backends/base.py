@@ -28,6 +28,8 @@ class BackendOptions:
     shapes: Dict[str, List[int]] = field(default_factory=dict)  # concrete shapes for dynamic inputs
     cache_dir: Optional[Path] = None
     model_sha256: Optional[str] = None
+    # Implicit int8 (TensorRT 8, DLA): the bundle's calibration cache, whose scales the builder uses.
+    calibration_cache: Optional[Path] = None
 
 
 @dataclass

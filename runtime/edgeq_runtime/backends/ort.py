@@ -142,7 +142,7 @@ class OrtBackend(Backend):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         values = self._session.run(self._output_names, dict(feeds))
-        return dict(zip(self._output_names, values))  # noqa: B905 (strict= needs Python 3.10)
+        return dict(zip(self._output_names, values))
 
     def profile_ops(self, feeds: Mapping[str, np.ndarray], runs: int) -> Optional[List[OpTime]]:
         """Run a separate profiling session so the profiler's overhead never touches the timed runs."""

@@ -53,9 +53,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "edgeq_runtime" / "engines"
 
 
-def build_settings(target: Mapping[str, Any], shapes: Mapping[str, List[int]]) -> Dict[str, Any]:
+def build_settings(
+    target: Mapping[str, Any], shapes: Mapping[str, List[int]], calibration_cache: Optional[Path] = None
+) -> Dict[str, Any]:
     """The builder settings that change an engine, taken from the bundle's target section."""
     return {
+        "calibration_cache_sha256": sha256_file(calibration_cache) if calibration_cache else None,
         "strongly_typed": bool(target.get("strongly_typed", False)),
         "fp16": bool(target.get("fp16", False)),
         "int8": bool(target.get("int8", False)),
@@ -87,6 +90,32 @@ def _spec_from_engine(trt: Any, engine: Any, name: str) -> TensorSpec:
     for i, dim in enumerate(engine.get_tensor_shape(name)):
         dims.append(int(dim) if int(dim) >= 0 else name + "_dim" + str(i))
     return TensorSpec(name=name, dtype=dtype, shape=dims)
+
+
+def _cache_calibrator(trt: Any, cache: bytes) -> Any:
+    """An entropy calibrator that never calibrates: it hands TensorRT the bundle's scales.
+
+    Implicit int8 (TensorRT 8 boards, DLA) needs a calibrator object even when every scale is
+    already known; returning the cache makes TensorRT skip calibration entirely.
+    """
+
+    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: Any) -> None:
+            return None
+
+        def read_calibration_cache(self) -> bytes:
+            return cache
+
+        def write_calibration_cache(self, data: Any) -> None:
+            return None
+
+    return CacheCalibrator()
 
 
 @register
@@ -162,7 +191,7 @@ class TensorRTBackend(Backend):
         return self._runtime.deserialize_cuda_engine(data)
 
     def _cached_or_built(self, model_path: Path) -> Any:
-        settings = build_settings(self._options.target, self._options.shapes)
+        settings = build_settings(self._options.target, self._options.shapes, self._options.calibration_cache)
         model_sha = self._options.model_sha256 or sha256_file(model_path)
         cache_dir = Path(self._options.cache_dir) if self._options.cache_dir else default_cache_dir()
         cached = engine_cache_path(cache_dir, self.gpu_name, self.compute_capability, self.trt_version, model_sha, settings)
@@ -208,6 +237,11 @@ class TensorRTBackend(Backend):
                 config.set_flag(trt.BuilderFlag.FP16)
             if settings["int8"]:
                 config.set_flag(trt.BuilderFlag.INT8)
+                cache = self._options.calibration_cache
+                if cache is None:
+                    raise BundleError("the bundle asks for implicit int8 but names no calibration cache; re-export it "
+                                      "with calibration data")
+                config.int8_calibrator = _cache_calibrator(trt, cache.read_bytes())
         if settings["dla_core"] is not None:
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = int(settings["dla_core"])

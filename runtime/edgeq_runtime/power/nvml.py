@@ -80,7 +80,7 @@ class NvmlSource(PowerSource):
     def _energy_mj(self) -> List[float]:
         with self._lock:
             return [float(self._nvml.nvmlDeviceGetTotalEnergyConsumption(h)) - start
-                    for (_, h), start in zip(self._handles, self._start_mj)]  # noqa: B905 (Python 3.8)
+                    for (_, h), start in zip(self._handles, self._start_mj)]
 
     def energy_j(self) -> float:
         return sum(self._energy_mj()) / 1000.0
