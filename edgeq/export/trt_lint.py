@@ -166,7 +166,7 @@ class _Linter:
             for reader in self.index.readers(t):
                 if reader.op_type == "QuantizeLinear":
                     return True
-                if reader.op_type in SHAPE_OPS:
+                if reader.op_type in SHAPE_OPS and reader.input[0] == t:  # data, not a shape operand
                     frontier.append(reader.output[0])
         return False
 

@@ -29,3 +29,10 @@ def corrected_bias(
     base = np.zeros_like(shift) if bias is None else np.asarray(bias, np.float64)
     dtype = np.float32 if bias is None else np.asarray(bias).dtype
     return (base + shift).astype(dtype)
+
+
+def shifted_bias(bias: np.ndarray | None, mean_shift: np.ndarray, channels: int) -> np.ndarray:
+    """``bias + mean_shift`` (a missing bias counts as zeros), in the bias's dtype."""
+    base = np.zeros(channels, np.float64) if bias is None else np.asarray(bias, np.float64)
+    dtype = np.float32 if bias is None else np.asarray(bias).dtype
+    return (base + np.asarray(mean_shift, np.float64)).astype(dtype)

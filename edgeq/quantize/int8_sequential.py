@@ -67,6 +67,8 @@ class _NodeRunner:
         self.options.intra_op_num_threads = threads
         self.options.inter_op_num_threads = 1
         self.options.log_severity_level = 3
+        # Hundreds of one-node sessions: an arena per session would keep each one's peak forever.
+        self.options.enable_cpu_mem_arena = False
 
     def _session(self, node: onnx.NodeProto, weight_as_input: bool, feeds: dict[str, np.ndarray]) -> Any:
         key = (node.name, weight_as_input)
@@ -92,6 +94,11 @@ class _NodeRunner:
         self.sessions[key] = session
         return session
 
+    def forget(self, node: onnx.NodeProto) -> None:
+        """Drop the node's sessions once its layer is done (each holds its weights)."""
+        self.sessions.pop((node.name, False), None)
+        self.sessions.pop((node.name, True), None)
+
     def run(self, node: onnx.NodeProto, feeds: dict[str, np.ndarray], weight_as_input: bool = False) -> list[np.ndarray]:
         session = self._session(node, weight_as_input, feeds)
         wanted = {i.name for i in session.get_inputs()}
@@ -102,11 +109,26 @@ def _output_channel_axis(node: onnx.NodeProto) -> int:
     return 1 if node.op_type in ("Conv", "ConvTranspose") else -1
 
 
+def _channel_moments(ref: list[np.ndarray], out: list[np.ndarray], axis: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel sum and sum of squares of ``ref - out``, batch by batch (no big copies)."""
+    total: np.ndarray | None = None
+    squares: np.ndarray | None = None
+    count = 0
+    for r, o in zip(ref, out, strict=True):
+        d = np.moveaxis(r - o, axis, 0).reshape(r.shape[axis], -1).astype(np.float64)
+        s1, s2 = d.sum(axis=1), np.einsum("ij,ij->i", d, d)
+        total = s1 if total is None else total + s1
+        squares = s2 if squares is None else squares + s2
+        count += d.shape[1]
+    assert total is not None and squares is not None
+    return total, squares, count
+
+
 def _centered_channel_error(ref: list[np.ndarray], out: list[np.ndarray], axis: int) -> np.ndarray:
     """Per-channel error variance (the part bias correction cannot remove)."""
-    diffs = [np.moveaxis((r.astype(np.float64) - o), axis, 0) for r, o in zip(ref, out, strict=True)]
-    flat = np.concatenate([d.reshape(d.shape[0], -1) for d in diffs], axis=1)
-    return flat.var(axis=1)
+    total, squares, count = _channel_moments(ref, out, axis)
+    mean = total / count
+    return squares / count - mean * mean
 
 
 def _squared_error(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
@@ -224,6 +246,7 @@ def sequential_quantize(
                     ref.setdefault(name, []).append(value)
                 for name, value in zip([o for o in node.output if o], runner.run(node, quant_inputs(node, b)), strict=False):
                     qnt.setdefault(name, []).append(value)
+            runner.forget(node)
         release(node)
     # Tensors read only by nodes that never needed a search (e.g. a residual read before its conv).
     for tensor in plan.activations:
@@ -320,9 +343,8 @@ def _quantize_compute(
         holder = {n.name: n for n in model.graph.node}[slot[0]]
         old_name = holder.input[slot[1]] if len(holder.input) > slot[1] else ""
         old_bias = index.constant(old_name) if old_name else None
-        ref_cat = np.concatenate([np.moveaxis(r, out_axis, -1).reshape(-1, r.shape[out_axis]) for r in ref_out])
-        q_cat = np.concatenate([np.moveaxis(q, out_axis, -1).reshape(-1, q.shape[out_axis]) for q in q_out])
-        new_bias = int8_bias.corrected_bias(old_bias, ref_cat, q_cat, channel_axis=1)
+        total, _, count = _channel_moments(ref_out, q_out, out_axis)
+        new_bias = int8_bias.shifted_bias(old_bias, total / count, q_out[0].shape[out_axis])
         shift = (new_bias.astype(np.float64) - (0 if old_bias is None else old_bias.astype(np.float64))).astype(np.float32)
         shape = [1] * q_out[0].ndim
         shape[out_axis] = -1
@@ -336,6 +358,7 @@ def _quantize_compute(
     }
     ref[out_name] = ref_out
     qnt[out_name] = q_out
+    runner.forget(node)
 
 
 def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray]) -> np.ndarray | None:

@@ -149,7 +149,7 @@ def _quantized_output(index: GraphIndex, plan: QdqPlan, node: onnx.NodeProto) ->
         if tensor in plan.activations:
             return tensor
         for reader in index.readers(tensor):
-            if reader.op_type in SHAPE_OPS:
+            if reader.op_type in SHAPE_OPS and reader.input[0] == tensor:  # data, not a shape operand
                 frontier.append(reader.output[0])
     return ""
 

@@ -31,7 +31,7 @@ from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 ACTIVATION_METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
 # Samples the layer-by-layer search keeps in memory (two streams of live activations).
-SEQUENTIAL_SAMPLES = 64
+SEQUENTIAL_SAMPLES = 48
 # Migration strength for equalizing into a dense consumer (a depthwise consumer takes it all).
 DENSE_EQUALIZATION_ALPHA = 0.5
 
