@@ -212,3 +212,28 @@ def test_equalization_pairs_with_relu_or_nothing(op):
     t = np.linspace(0.5, 3.0, 6)
     CrossLayerEqualization(pairs, {("c1", "c2"): t}).call(model)
     np.testing.assert_allclose(run(model, {"x": x})[0], before, rtol=1e-4, atol=1e-4)
+
+
+def test_shape_operands_are_never_quantized():
+    """A Concat that builds a Reshape's target shape is int64 plumbing, not an activation."""
+    from onnx import TensorProto, helper
+
+    inits = [
+        numpy_helper.from_array(np.ones((8, 4), np.float32), "w"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        numpy_helper.from_array(np.array([8], np.int64), "eight"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Concat", ["minus_one", "eight"], ["shape"], name="shape_concat", axis=0),
+            helper.make_node("Reshape", ["x", "shape"], ["flat"], name="reshape"),
+            helper.make_node("MatMul", ["flat", "w"], ["y"], name="mm"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    plan = plan_qdq(model, ["mm"])
+    assert set(plan.activations) == {"flat"}
