@@ -63,9 +63,10 @@ def _load_schemes() -> None:
 
 def quantize(model: onnx.ModelProto, config: Any, inputs: QuantizeInputs | None = None) -> QuantizeResult:
     """Quantize ``model`` (not modified in place) according to ``config``."""
-    if not _HANDLERS:
-        _load_schemes()
     handler = _HANDLERS.get(type(config))
+    if handler is None:  # a scheme module imported directly registers only itself: load them all
+        _load_schemes()
+        handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(f"no quantization scheme is registered for {type(config).__name__}")
     copy = onnx.ModelProto()

@@ -82,3 +82,19 @@ def test_cli_subprocess_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_every_scheme_is_found_whichever_module_was_imported_first():
+    import subprocess
+    import sys
+
+    code = (
+        "import edgeq.quantize.schemes.mixed\n"
+        "from edgeq.quantize.api import _HANDLERS, quantize\n"
+        "from edgeq.quantize.config import Int8Config, WeightOnlyConfig\n"
+        "import onnx\n"
+        "try:\n    quantize(onnx.ModelProto(), WeightOnlyConfig())\nexcept Exception as e:\n    pass\n"
+        "print(sorted(t.__name__ for t in _HANDLERS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Int8Config" in out and "WeightOnlyConfig" in out and "MixedPrecisionConfig" in out
