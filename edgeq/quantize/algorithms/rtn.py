@@ -31,18 +31,22 @@ def search_block_params(
 
     ``blocks`` is ``[rows, n_blocks, block_size]``; ``importance`` ``[n_blocks, block_size]``.
     """
-    x = blocks.astype(np.float64)
-    weight = np.ones(x.shape[1:], np.float64) if importance is None else np.asarray(importance, np.float64)
+    # The search only ranks candidates: float32 halves the memory traffic of 20 passes.
+    x = blocks.astype(np.float32)
+    weight = np.ones(x.shape[1:], np.float32) if importance is None else np.asarray(importance, np.float32)
     if mask is not None:
         weight = weight * mask
     ratios = clip_ratios(codec) if ratios is None else ratios
+    hi, lo = codec.block_range(blocks, mask)
     best_err = np.full(x.shape[:-1], np.inf)
     best_scale = np.zeros(x.shape[:-1])
     best_zero = None if not codec.has_zero_point else np.zeros(x.shape[:-1])
     for ratio in ratios:
-        scale, zero = codec.minmax_params(x, mask, float(ratio))
-        deq = codec.fake_quantize(x, scale[..., None], None if zero is None else zero[..., None])
-        err = np.sum((x - deq) ** 2 * weight, axis=-1)
+        scale, zero = codec.params_from_range(hi, lo, float(ratio))
+        deq = codec.fake_quantize_fast(x, scale[..., None], None if zero is None else zero[..., None])
+        deq -= x
+        deq *= deq
+        err = np.einsum("...k,...k->...", deq, np.broadcast_to(weight, deq.shape))
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)

@@ -75,21 +75,19 @@ class Codec:
         return 1 << (self.bits - 1)
 
     # -- parameters ---------------------------------------------------------------------
-    def minmax_params(
-        self, blocks: np.ndarray, mask: np.ndarray | None, ratio: float | np.ndarray = 1.0
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scale (and zero) covering each block's range shrunk by ``ratio`` (clipping).
-
-        ``blocks`` is ``[..., block_size]``; the result has the block axis dropped.
-        """
-        x = blocks.astype(np.float64)
+    def block_range(self, blocks: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Largest and smallest valid value of each block (``[..., block_size]`` -> ``[...]``)."""
+        x = np.asarray(blocks)
         if mask is not None:
-            hi_src = np.where(mask, x, -np.inf)
-            lo_src = np.where(mask, x, np.inf)
-        else:
-            hi_src = lo_src = x
-        hi = np.max(hi_src, axis=-1)
-        lo = np.min(lo_src, axis=-1)
+            return np.max(np.where(mask, x, -np.inf), axis=-1), np.min(np.where(mask, x, np.inf), axis=-1)
+        return np.max(x, axis=-1), np.min(x, axis=-1)
+
+    def params_from_range(
+        self, hi: np.ndarray, lo: np.ndarray, ratio: float | np.ndarray = 1.0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scale (and zero) covering ``[lo, hi]`` shrunk by ``ratio`` (clipping)."""
+        hi = np.asarray(hi, np.float64)
+        lo = np.asarray(lo, np.float64)
         if not self.is_integer:
             return np.maximum(np.abs(hi), np.abs(lo)) * ratio, None
         if self.symmetric:
@@ -103,6 +101,26 @@ class Codec:
         safe = np.where(scale == 0, 1.0, scale)
         zero = np.clip(np.rint(-lo / safe), 0, self.qmax)
         return scale, zero
+
+    def minmax_params(
+        self, blocks: np.ndarray, mask: np.ndarray | None, ratio: float | np.ndarray = 1.0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scale (and zero) covering each block's range shrunk by ``ratio``; the block axis is dropped."""
+        hi, lo = self.block_range(blocks, mask)
+        return self.params_from_range(hi, lo, ratio)
+
+    def fake_quantize_fast(self, x: np.ndarray, scale: np.ndarray, zero: np.ndarray | None) -> np.ndarray:
+        """:meth:`fake_quantize` in ``x``'s precision (float32 for searches over many candidates)."""
+        if not self.is_integer:
+            return self.fake_quantize(x, scale, zero).astype(x.dtype)
+        stored = np.asarray(scale, np.float32).astype(x.dtype)
+        inverse = np.divide(1.0, stored, out=np.zeros_like(stored), where=stored != 0)
+        z = np.asarray(self.zero_or_implicit(zero), x.dtype)
+        q = np.rint(x * inverse + z)
+        np.clip(q, 0, self.qmax, out=q)
+        q -= z
+        q *= stored
+        return q
 
     # -- codes ----------------------------------------------------------------------------
     def zero_or_implicit(self, zero: np.ndarray | float | None) -> np.ndarray | float:
