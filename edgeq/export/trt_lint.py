@@ -173,9 +173,10 @@ class _Linter:
     def check_add(self, node: onnx.NodeProto, conv_outputs: set[str]) -> None:
         if len(node.input) != 2 or not any(t in conv_outputs for t in node.input):
             return
-        others = [t for t in node.input if t not in conv_outputs] or [node.input[1]]
-        if all(self.dq_of(t) is None and not self.index.is_constant(t) for t in others):
-            self.add("unquantized-residual", node, f"residual input {others[0]!r} of the Add after a quantized Conv has no Q/DQ; TensorRT cannot fuse the Add into the Conv")
+        if any(self.dq_of(t) is not None or self.index.is_constant(t) for t in node.input):
+            return
+        residual = next((t for t in node.input if t not in conv_outputs), node.input[1])
+        self.add("unquantized-residual", node, f"residual input {residual!r} of the Add after a quantized Conv has no Q/DQ; TensorRT cannot fuse the Add into the Conv")
 
     def check_pool_or_concat(self, node: onnx.NodeProto) -> None:
         if not node.output or not self.feeds_quantize(node.output[0]):

@@ -237,3 +237,27 @@ def test_shape_operands_are_never_quantized():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     plan = plan_qdq(model, ["mm"])
     assert set(plan.activations) == {"flat"}
+
+
+def test_residual_between_two_convs_quantizes_the_skip_input():
+    """Add(project(x), skip) where skip is itself a conv output read elsewhere: the skip gets Q/DQ."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), n) for n in ("w0", "w1", "w2")]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w0"], ["skip"], name="prev_project"),
+            helper.make_node("Conv", ["skip", "w1"], ["e"], name="expand"),
+            helper.make_node("Conv", ["e", "w2"], ["p"], name="project"),
+            helper.make_node("Add", ["p", "skip"], ["y"], name="add"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    plan = plan_qdq(model, ["prev_project", "expand", "project"])
+    assert ("add", 1) in plan.readers_of("skip")
+    assert "p" not in plan.activations

@@ -108,8 +108,10 @@ def plan_qdq(model: onnx.ModelProto, node_names: list[str]) -> QdqPlan:
         from_conv = [i for i, t in enumerate(node.input) if t in quantized_convs]
         if not from_conv:
             continue
-        # The Add fuses into the Conv that produced one input; the other input is the residual.
-        other = 1 - from_conv[-1]
+        # The Add fuses into the Conv whose output only it reads; the other input is the residual.
+        # (Both inputs may come from convs: the skip input is the one with other readers.)
+        fusable = [i for i in from_conv if index.single_reader(node.input[i]) is not None]
+        other = 1 - (fusable or from_conv)[-1]
         residual = node.input[other]
         if index.is_constant(residual):
             continue
