@@ -212,3 +212,53 @@ def test_no_quantizable_weights_is_a_note_not_an_error() -> None:
     )
     result = quantize(helper.make_model(graph), WeightOnlyConfig(), QuantizeInputs(progress=False))
     assert result.summary.notes and not result.summary.nodes
+
+
+def _layernorm_block(residual: bool) -> onnx.ModelProto:
+    """x -> LayerNorm -> {MatMul q, MatMul k} (+ a residual Add reading the LayerNorm output)."""
+    rng = np.random.default_rng(11)
+    gamma = (1 + rng.random(64)).astype(np.float32)
+    beta = rng.standard_normal(64).astype(np.float32) * 0.1
+    wq = rng.standard_normal((64, 32)).astype(np.float32)
+    wk = rng.standard_normal((64, 32)).astype(np.float32)
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], name="ln", axis=-1),
+        helper.make_node("MatMul", ["ln", "Wq"], ["q"], name="q_proj"),
+        helper.make_node("MatMul", ["ln", "Wk"], ["k"], name="k_proj"),
+    ]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 7, 32]) for n in ("q", "k")]
+    if residual:
+        nodes.append(helper.make_node("Add", ["ln", "x"], ["res"], name="residual"))
+        outputs.append(helper.make_tensor_value_info("res", TensorProto.FLOAT, ["b", 7, 64]))
+    graph = helper.make_graph(
+        nodes, "ln_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 7, 64])], outputs,
+        [numpy_helper.from_array(a, n) for a, n in ((gamma, "gamma"), (beta, "beta"), (wq, "Wq"), (wk, "Wk"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_awq_scales_fold_into_layernorm_or_become_one_shared_mul(residual: bool) -> None:
+    model = _layernorm_block(residual)
+    x = (np.random.default_rng(12).standard_normal((32, 7, 64)) * np.exp(np.random.default_rng(13).standard_normal(64))).astype(np.float32)
+    data = load_data({"x": x}, model, batch_size=8)
+    config = WeightOnlyConfig(weights="int2", symmetric=False, block_size=16, method="awq")  # type: ignore[arg-type]
+    result = quantize(model, config, QuantizeInputs(data=data, progress=False))
+    onnx.checker.check_model(result.model, full_check=True)
+    muls = [n for n in result.model.graph.node if n.op_type == "Mul"]
+    scaled = [d for d in result.summary.nodes if "+input scale" in d.scheme]
+    assert len(scaled) == 2  # loud channels: AWQ scales both projections, with one shared vector
+    if residual:
+        assert len(muls) == 1  # Q and K share one Mul; the residual keeps the unscaled tensor
+    else:
+        assert not muls and any("folded" in n for n in result.summary.notes)
+    reference = _run(model, {"x": x[:4]})
+    got = _run(result.model, {"x": x[:4]})
+    if residual:
+        np.testing.assert_allclose(got[2], reference[2], rtol=1e-5, atol=1e-5)  # untouched path
+    rtn_model = quantize(model, WeightOnlyConfig(weights="int2", symmetric=False, block_size=16), QuantizeInputs(progress=False)).model  # type: ignore[arg-type]
+    rtn_out = _run(rtn_model, {"x": x[:4]})
+    for i in (0, 1):
+        assert np.sum((got[i] - reference[i]) ** 2) <= np.sum((rtn_out[i] - reference[i]) ** 2) * 1.05

@@ -146,6 +146,8 @@ class WeightOnlyRewriter:
     names: NameMaker = field(init=False)
     replacements: dict[int, list[onnx.NodeProto]] = field(default_factory=dict)
     opsets: dict[str, int] = field(default_factory=dict)
+    folded_scales: int = 0
+    _scaled: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.names = NameMaker(self.model.graph)
@@ -166,12 +168,67 @@ class WeightOnlyRewriter:
         # Free the float weight as soon as nothing else reads it (streaming: one float copy).
         self._drop_if_unused(target)
 
-    def scaled_activation(self, target: WeightTarget, input_scale: np.ndarray, prefix: str) -> Emitted:
-        """A ``Mul`` by per-channel factors in front of the node (AWQ), and its output name."""
+    def scaled_activation(
+        self, target: WeightTarget, input_scale: np.ndarray, prefix: str, readers: set[int]
+    ) -> tuple[str, Emitted]:
+        """The input multiplied by per-channel AWQ factors: which tensor to read, and nodes to add.
+
+        Every quantized node reading the same activation shares one ``input_scale`` (the group
+        was fitted jointly), so the factors are applied once per activation: folded into the
+        producer's constants when the producer is a normalisation or a ``Mul`` by a constant and
+        nothing else reads its output, otherwise as one explicit ``Mul`` that the group shares.
+        """
+        done = self._scaled.get(target.activation)
+        if done is not None:
+            return done, Emitted()
+        if self._fold_input_scale(target.activation, input_scale, readers, prefix):
+            self._scaled[target.activation] = target.activation
+            self.folded_scales += 1
+            return target.activation, Emitted()
         scale_name = self.fresh(f"{prefix}_awq_scale")
         out = self.fresh(f"{prefix}_awq_input")
         node = helper.make_node("Mul", [target.activation, scale_name], [out], name=self.fresh(f"{prefix}_awq_Mul"))
-        return Emitted([node], [numpy_helper.from_array(input_scale.astype(target.dtype), scale_name)])
+        self._scaled[target.activation] = out
+        return out, Emitted([node], [numpy_helper.from_array(input_scale.astype(target.dtype), scale_name)])
+
+    def _fold_input_scale(self, activation: str, input_scale: np.ndarray, readers: set[int], prefix: str) -> bool:
+        graph = self.model.graph
+        if activation in {o.name for o in graph.output}:
+            return False
+        producer_index = None
+        for index, node in enumerate(graph.node):
+            if activation in node.output:
+                producer_index = index
+            elif activation in node.input and index not in readers:
+                return False  # a residual Add or another reader would see the scaled tensor
+        if producer_index is None:
+            return False
+        producer = graph.node[producer_index]
+        constants = GraphIndex(graph)
+        k = input_scale.shape[0]
+        if producer.op_type in ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"):
+            if get_attribute(producer, "axis", -1) not in (-1,):
+                return False
+            positions = [1, 2] if producer.op_type == "LayerNormalization" else [1]
+        elif producer.op_type == "Mul":
+            positions = [i for i in (0, 1) if constants.constant(producer.input[i]) is not None][:1]
+        else:
+            return False
+        updates = []
+        for position in positions:
+            if position >= len(producer.input) or not producer.input[position]:
+                continue
+            value = constants.constant(producer.input[position])
+            if value is None or value.dtype not in (np.float32, np.float16) or value.ndim > 1 or value.size not in (1, k):
+                return False
+            updates.append((position, (np.broadcast_to(value.astype(np.float64), (k,)) * input_scale).astype(value.dtype)))
+        if not updates:
+            return False
+        for position, value in updates:
+            name = self.fresh(f"{prefix}_awq_folded")
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+            graph.node[producer_index].input[position] = name
+        return True
 
     def gemm_bias(self, target: WeightTarget, product: str, prefix: str, output: str | None = None) -> Emitted:
         """Add Gemm's ``beta * C`` after the quantized product (C broadcast as Gemm does)."""

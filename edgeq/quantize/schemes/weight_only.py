@@ -31,6 +31,7 @@ from edgeq.graph.passes.weight_only import (
 from edgeq.metrics import sqnr_db
 from edgeq.quantize import algorithms
 from edgeq.quantize.algorithms import AlgorithmResult, LayerStats
+from edgeq.quantize.algorithms.awq import awq_group
 from edgeq.quantize.algorithms.common import result_error
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.codecs import Codec, get_codec
@@ -243,15 +244,15 @@ def _emit(
     config: WeightOnlyConfig,
     fmt: OnnxFormat,
     prefix: str,
+    readers: set[int],
 ) -> Emitted:
     """Nodes computing the target's output from its quantized weight in format ``fmt``."""
     emitted = Emitted()
     q = result.quantized
     activation = target.activation
     if result.input_scale is not None:
-        scaling = rewriter.scaled_activation(target, result.input_scale, prefix)
+        activation, scaling = rewriter.scaled_activation(target, result.input_scale, prefix, readers)
         emitted.extend(scaling)
-        activation = scaling.nodes[-1].output[0]
     if target.is_embedding:
         if fmt is OnnxFormat.QDQ:
             emitted.extend(qdq.emit_gather(q, activation, target.output, prefix, target.dtype))
@@ -279,6 +280,20 @@ def _emit(
             onnx.helper.make_node("Add", [product, output_bias.initializers[0].name], [target.output], name=rewriter.fresh(f"{prefix}_bias_correction"))
         )
     return emitted
+
+
+def _input_groups(
+    targets: list[WeightTarget], config: WeightOnlyConfig, fmt: OnnxFormat, stats: dict[str, LayerStats]
+) -> dict[str, list[WeightTarget]]:
+    """MatMul/Gemm targets by the activation they read, for the ones a data-driven method fits."""
+    groups: dict[str, list[WeightTarget]] = {}
+    for target in targets:
+        if target.is_embedding or target.activation not in stats or stats[target.activation].magnitudes is None:
+            continue
+        if fmt is OnnxFormat.BNB4 and bnb4.flat_layout(target.rows, target.cols, config.block_size):
+            continue
+        groups.setdefault(target.activation, []).append(target)
+    return groups
 
 
 def _left(decision: LeftInFloat) -> NodeDecision:
@@ -319,12 +334,25 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
 
     rewriter = WeightOnlyRewriter(model)
     table_codec, table_note = embedding_codec(config, codec)
+    groups = _input_groups(targets, config, fmt, stats)
+    fitted: dict[str, AlgorithmResult] = {}
     with _progress(len(targets), inputs.progress) as bar:
         for target in targets:
-            decision = _quantize_target(rewriter, target, config, fmt, codec, table_codec, table_note, stats)
+            group = groups.get(target.activation, [])
+            if config.method is Method.AWQ and target.name not in fitted and target in group:
+                # One AWQ fit per shared input (Q, K, V together): one scale vector for all.
+                weights = [read_weight(rewriter.model, t) for t in group]
+                results = awq_group(codec, weights, config.block_size, stats[target.activation])
+                fitted.update({t.name: r for t, r in zip(group, results, strict=True)})
+            readers = {t.node_index for t in group}
+            decision = _quantize_target(
+                rewriter, target, config, fmt, codec, table_codec, table_note, stats, fitted.pop(target.name, None), readers
+            )
             summary.add(decision)
             if bar is not None:
                 bar.advance(bar.task_ids[0])
+    if rewriter.folded_scales:
+        summary.notes.append(f"AWQ input scales folded into {rewriter.folded_scales} producer op(s); the others use a Mul")
     model = rewriter.finish()
     summary.weight_bytes_after = weight_bytes(model)
     return QuantizeResult(model, summary)
@@ -339,6 +367,8 @@ def _quantize_target(
     table_codec: Codec,
     table_note: str,
     stats: dict[str, LayerStats],
+    fitted: AlgorithmResult | None = None,
+    readers: set[int] | None = None,
 ) -> NodeDecision:
     w = read_weight(rewriter.model, target)
     method = config.method
@@ -357,7 +387,7 @@ def _quantize_target(
         method, note = Method.HQQ, f"K={target.cols} is not a multiple of block {config.block_size}: bnb4 blocks straddle rows, hqq instead"
 
     weight_for_fit = w.reshape(1, -1) if flat else w
-    result = _fit_result(method, codec, weight_for_fit, config, layer_stats)
+    result = fitted if fitted is not None else _fit_result(method, codec, weight_for_fit, config, layer_stats)
     reason = None
     if target.is_embedding and fmt is not OnnxFormat.QDQ:
         reason = gather.check_table(result.quantized)
@@ -373,7 +403,7 @@ def _quantize_target(
         if result.rtn_error is not None:
             error["rtn_output_rel_mse"] = float(result.rtn_error)
     prefix = rewriter.prefix(target)
-    emitted = _emit(rewriter, target, result, config, fmt, prefix)
+    emitted = _emit(rewriter, target, result, config, fmt, prefix, readers or {target.node_index})
     rewriter.replace(target, emitted)
     q = result.quantized
     kind = "asym" if q.zero_points is not None else "sym" if q.codec.is_integer else "absmax"
