@@ -262,3 +262,26 @@ def test_awq_scales_fold_into_layernorm_or_become_one_shared_mul(residual: bool)
     rtn_out = _run(rtn_model, {"x": x[:4]})
     for i in (0, 1):
         assert np.sum((got[i] - reference[i]) ** 2) <= np.sum((rtn_out[i] - reference[i]) ** 2) * 1.05
+
+
+@pytest.mark.parametrize(("weights", "fmt"), [("int4", "matmulnbits"), ("int8", "matmulnbits"), ("int4", "qdq"), ("nf4", "bnb4")])
+def test_float16_models_keep_float16_scales(weights: str, fmt: str) -> None:
+    rng = np.random.default_rng(14)
+    w = rng.standard_normal((64, 32)).astype(np.float16)
+    table = rng.standard_normal((50, 64)).astype(np.float16)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["T", "ids"], ["e"], name="emb"), helper.make_node("MatMul", ["e", "W"], ["y"], name="fc")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3, 32])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(table, "T")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    result = quantize(model, WeightOnlyConfig(weights=weights, onnx_format=fmt), QuantizeInputs(progress=False))  # type: ignore[arg-type]
+    onnx.checker.check_model(result.model, full_check=True)
+    scales = [t for t in result.model.graph.initializer if "scale" in t.name or "absmax" in t.name]
+    assert scales and all(t.data_type == TensorProto.FLOAT16 for t in scales)
+    ids = np.array([[1, 2, 3], [4, 5, 6]], np.int64)
+    got = _run(result.model, {"ids": ids})[0].astype(np.float32)
+    table_codec = "int4" if weights == "nf4" else weights
+    expected = _deq(table_codec, True, 32, table.astype(np.float32).T).T[ids] @ _deq(weights, True, 32, w.astype(np.float32))
+    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2 * np.abs(expected).max())
