@@ -81,8 +81,9 @@ def calibrate(
     ``tensors`` overrides what is observed: a list of tensor names, or ``"all"`` for every
     float activation (what TensorRT's implicit int8 needs). By default the activation inputs
     of the quantizable nodes are observed, restricted by the ``nodes`` regex on node names.
-    ``model_sha256`` names the file an in-memory ``model`` was loaded from (default: the
-    digest of its serialised bytes).
+    A ``DataSource`` is used as it is (its batch size included) unless ``samples`` asks
+    for fewer. ``model_sha256`` names the file an in-memory ``model`` was loaded from
+    (default: the digest of its serialised bytes).
     """
     if method not in METHODS:
         raise ConfigError(f"--method: unknown value {method!r}; expected one of {', '.join(METHODS)}")

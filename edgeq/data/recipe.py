@@ -39,8 +39,8 @@ _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 @dataclass(frozen=True)
 class ImageRecipe:
-    resize: int | None = 256  # shorter side, before the crop
-    crop: int | tuple[int, int] | None = 224  # centre crop (square or height, width)
+    resize: int | None = 256  # shorter side, before the crop; 0 keeps the image's size
+    crop: int | tuple[int, int] | None = 224  # centre crop (square or height, width); 0 for none
     scale: float = 255.0  # pixel values are divided by this before mean/std
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)

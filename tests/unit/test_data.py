@@ -171,3 +171,26 @@ def test_truncated_npz_member_is_reported(tmp_path: Path) -> None:
     assert data  # original untouched
     with pytest.raises(DataError, match="truncated"):
         list(load_data(tmp_path / "short.npz", IMAGE_MODEL))
+
+
+def test_reads_are_bounded_by_batch_and_scan_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole array is never read at once: validation scans in chunks, iteration by batch."""
+    import edgeq.data.source as source_module
+
+    x = _images(40)
+    np.savez(tmp_path / "d.npz", input=x)
+    row_bytes = x[0].nbytes
+    monkeypatch.setattr(source_module, "_SCAN_BYTES", 6 * row_bytes)
+    sizes: list[int] = []
+    original = NpyStream._read_bytes
+
+    def spy(self: NpyStream, offset: int, out: np.ndarray) -> None:
+        sizes.append(out.nbytes)
+        original(self, offset, out)
+
+    monkeypatch.setattr(NpyStream, "_read_bytes", spy)
+    source = load_data(tmp_path / "d.npz", IMAGE_MODEL, batch_size=4)
+    assert sizes and max(sizes) == 6 * row_bytes  # the NaN/Inf scan
+    sizes.clear()
+    np.testing.assert_array_equal(_gather(source, "input"), x)
+    assert max(sizes) == 4 * row_bytes and len(sizes) == 10
