@@ -59,7 +59,12 @@ def fail(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns Ctrl-C's exit code instead of raising.
+        if isinstance(result, int) and result:
+            if result == 130:
+                typer.echo("error: interrupted; no output was written", err=True)
+            return result
     except EdgeqError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
