@@ -153,12 +153,19 @@ def test_exact_bytes_per_format_match_the_emitters(seq_model: onnx.ModelProto) -
     assert scheme.planned_bytes(table, "float", block) == VOCAB * HIDDEN * 4
 
 
-def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onnx.ModelProto) -> None:
-    """The weights-as-inputs probe gives the error of a model rebuilt with the quantized initializer."""
-    config = MixedPrecisionConfig(avg_bits=4.0, block_size=16, candidates=("int2", "int4"))
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onnx.ModelProto, method: str) -> None:
+    """The weights-as-inputs probe gives the error of a model rebuilt with the quantized initializer
+    (and, for GPTQ, an ``Add`` of its bias correction after the MatMul)."""
+    config = MixedPrecisionConfig(avg_bits=4.0, block_size=16, candidates=("int2", "int4"), method=Method(method))
     data = token_data()
     source = load_data(data, seq_model, batch_size=8)
-    table = scheme.measure_sensitivity(seq_model, config, source, samples=16)
+    stats = {}
+    if method == "gptq":
+        from edgeq.quantize.schemes.weight_only import collect_layer_stats
+
+        stats = collect_layer_stats(seq_model, plan_targets(seq_model, True)[0], source, False)
+    table = scheme.measure_sensitivity(seq_model, config, source, stats, samples=16)
     assert table.samples == 16
     feeds = {k: v[:16] for k, v in data.items()}
     ref = _run(seq_model, feeds).astype(np.float64)
@@ -167,7 +174,7 @@ def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onn
         target = matrix.target
         w = read_weight(seq_model, target)
         for fmt in ("int2", "int4"):
-            fitted = scheme.fit(w, target, fmt, 16, Method.RTN, {})
+            fitted = scheme.fit(w, target, fmt, 16, Method(method), stats)
             stored = fitted.effective(w.shape)
             stored = stored.T if target.transpose else stored
             copy = onnx.ModelProto()
@@ -175,12 +182,36 @@ def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onn
             for i, tensor in enumerate(copy.graph.initializer):
                 if tensor.name == target.weight:
                     copy.graph.initializer[i].CopyFrom(numpy_helper.from_array(stored.astype(np.float32), target.weight))
+            if fitted.result.bias is not None and not target.is_embedding:
+                node = next(n for n in copy.graph.node if n.name == target.name)
+                node.output[0] = "pre_correction"
+                copy.graph.node.append(helper.make_node("Add", ["pre_correction", "correction"], [target.output]))
+                copy.graph.initializer.append(numpy_helper.from_array(fitted.result.bias.astype(np.float32), "correction"))
+                copy = onnx.shape_inference.infer_shapes(copy)  # nodes appended out of order: sort below
+                _toposort(copy)
             out = _run(copy, feeds).astype(np.float64)
             expected = np.sum((out - ref)[keep] ** 2) / np.sum(ref[keep] ** 2)
             option = matrix.option(fmt)
             assert option is not None and option.error == pytest.approx(expected, rel=1e-4)
         int2, int4 = matrix.option("int2"), matrix.option("int4")
         assert int2 is not None and int4 is not None and int2.error > int4.error > 0
+    if method == "gptq":
+        assert any(scheme.fit(read_weight(seq_model, m.target), m.target, "int4", 16, Method.GPTQ, stats).result.bias is not None
+                   for m in table.matrices)
+
+
+def _toposort(model: onnx.ModelProto) -> None:
+    """Reorder nodes so every input is produced before it is read."""
+    nodes = list(model.graph.node)
+    ready = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
+    ordered: list[onnx.NodeProto] = []
+    while nodes:
+        node = next(n for n in nodes if all(x in ready for x in n.input if x))
+        nodes.remove(node)
+        ordered.append(node)
+        ready.update(node.output)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
 
 
 def test_the_sensitive_matrix_gets_the_bits() -> None:
@@ -264,6 +295,12 @@ def test_data_driven_methods_count_their_extra_tensors(seq_model: onnx.ModelProt
     assert _new_initializer_bytes(seq_model, result.model) == plan["weight_bytes"] <= plan["budget_bytes"]
     methods = {d.method for d in result.summary.nodes if d.quantized}
     assert method in methods and "hqq" in methods  # the table has no activations: hqq
+    assert any("+bias correction" in d.scheme for d in result.summary.nodes)
+    # The written model's error on the measured samples is what the plan says it is.
+    feeds = {k: v[: scheme.SENSITIVITY_SAMPLES] for k, v in token_data().items()}
+    ref, out = _run(seq_model, feeds).astype(np.float64), _run(result.model, feeds).astype(np.float64)
+    keep = feeds["attention_mask"].astype(bool)
+    assert np.sum((out - ref)[keep] ** 2) / np.sum(ref[keep] ** 2) == pytest.approx(plan["measured_error"], rel=1e-3)
     if method == "awq":
         assert any(n.op_type == "Mul" and "awq" in n.name for n in result.model.graph.node)
     onnx.checker.check_model(result.model, full_check=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.passes.base import GraphIndex, NameMaker, remove_unused_initializers
@@ -177,16 +177,19 @@ def _weight_nodes(target: WeightTarget, q: BlockQuantized, activation: str, prod
     return bnb4.emit(q, target.rows, target.cols, activation, product, prefix, target.dtype)
 
 
-def _input_scale_bytes(target: WeightTarget, result: AlgorithmResult) -> int:
-    if result.input_scale is None:
-        return 0
-    return int(result.input_scale.size) * np.dtype(target.dtype).itemsize
+def _extra_bytes(target: WeightTarget, result: AlgorithmResult) -> int:
+    """AWQ's input scale and GPTQ/AWQ's bias correction, each one vector in the weight's dtype."""
+    itemsize = np.dtype(target.dtype).itemsize
+    total = 0 if result.input_scale is None else int(result.input_scale.size) * itemsize
+    if result.bias is not None and not target.is_embedding:
+        total += int(result.bias.size) * itemsize
+    return total
 
 
 def stored_bytes(target: WeightTarget, result: AlgorithmResult) -> int:
-    """Bytes the written model holds for this matrix: the emitters' initializers (+ AWQ's input scale)."""
+    """Bytes the written model holds for this matrix: the emitters' initializers, plus its extra vectors."""
     emitted = _weight_nodes(target, result.quantized, "x", "y", "edgeq_size")
-    return emitted.nbytes() + _input_scale_bytes(target, result)
+    return emitted.nbytes() + _extra_bytes(target, result)
 
 
 def float_bytes(target: WeightTarget) -> int:
@@ -296,11 +299,14 @@ class WeightProbe:
     measurement runs only the nodes downstream of it (about half the model on average for a
     stack of layers). Models with control flow, or whose cached crossings would exceed
     ``CUT_CACHE_BYTES``, run whole.
+
+    With ``with_bias`` every MatMul/Gemm output also gets an ``Add`` of a fed vector (zeros by
+    default), for the bias corrections GPTQ and AWQ return along with the weight.
     """
 
     def __init__(
         self, model: onnx.ModelProto, targets: Sequence[WeightTarget], batches: list[dict[str, np.ndarray]],
-        mask_name: str | None, downstream_only: bool = True,
+        mask_name: str | None, downstream_only: bool = True, with_bias: bool = False,
     ) -> None:
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -323,6 +329,10 @@ class WeightProbe:
             probe.graph.input.append(helper.make_tensor_value_info(name, elem, list(value.shape)))
             self.inputs.append(name)
             self.stored.append(np.ascontiguousarray(value.astype(target.dtype)))
+        self.node_index = [t.node_index for t in self.targets]
+        self.bias_inputs: dict[int, str] = {}
+        if with_bias:
+            self._add_bias_inputs(probe, names)
         remove_unused_initializers(probe.graph)
         self.probe = probe
         self.session = _session(probe)
@@ -339,6 +349,31 @@ class WeightProbe:
         crossings = self._plan_cuts() if downstream_only else []
         self.reference = [self._reference(b, crossings) for b in range(len(batches))]
 
+    def _add_bias_inputs(self, probe: onnx.ModelProto, names: NameMaker) -> None:
+        """``output = product + bias_i`` after every MatMul/Gemm target, ``bias_i`` a graph input."""
+        after: dict[int, int] = {}
+        for i, target in enumerate(self.targets):
+            if not target.is_embedding:
+                after[target.node_index] = i
+        nodes: list[onnx.NodeProto] = []
+        for index, node in enumerate(probe.graph.node):
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            nodes.append(copy)
+            i = after.get(index, -1)
+            if i < 0:
+                continue
+            target = self.targets[i]
+            self.node_index[i] = len(nodes) - 1
+            product, bias = names(f"{target.output}_edgeq_product"), names(f"edgeq_probe_bias_{target.weight}")
+            copy.output[0] = product
+            nodes.append(helper.make_node("Add", [product, bias], [target.output], name=names(f"{target.name}_edgeq_bias")))
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(target.dtype))
+            probe.graph.input.append(helper.make_tensor_value_info(bias, elem, [target.rows]))
+            self.bias_inputs[i] = bias
+        del probe.graph.node[:]
+        probe.graph.node.extend(nodes)
+
     # -- downstream parts ---------------------------------------------------------------------
 
     def _plan_cuts(self) -> list[str]:
@@ -348,14 +383,14 @@ class WeightProbe:
             return []
         feeds = {i.name for i in graph.input} | {t.name for t in graph.initializer}
         union: dict[str, None] = {}
-        for i, target in enumerate(self.targets):
-            produced: set[str] = set(graph.node[target.node_index].output)
+        for i, start in enumerate(self.node_index):
+            produced: set[str] = set(graph.node[start].output)
             reads: dict[str, None] = {}
-            for node in list(graph.node)[target.node_index + 1 :]:
+            for node in list(graph.node)[start + 1 :]:
                 if any(x in produced for x in node.input if x):
                     produced.update(node.output)
                     reads.update(dict.fromkeys(x for x in node.input if x and x not in produced))
-            reads.update(dict.fromkeys(x for x in graph.node[target.node_index].input if x))
+            reads.update(dict.fromkeys(x for x in graph.node[start].input if x))
             cut = [x for x in reads if x not in feeds and x not in produced]
             self.cuts[i] = cut
             union.update(dict.fromkeys(cut))
@@ -390,7 +425,7 @@ class WeightProbe:
         if self._sub is not None and self._sub[0] == i:
             return self._sub[1], self._sub[2]
         graph = self.probe.graph
-        start = self.targets[i].node_index
+        start = self.node_index[i]
         produced = set(graph.node[start].output)
         nodes = [graph.node[start]]
         for node in list(graph.node)[start + 1 :]:
@@ -425,18 +460,29 @@ class WeightProbe:
             w = w.T
         return np.ascontiguousarray(w.reshape(self.stored[i].shape).astype(target.dtype))
 
-    def _feeds(self, feeds: dict[str, np.ndarray], overrides: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    def _feeds(
+        self, feeds: dict[str, np.ndarray], overrides: dict[int, np.ndarray], biases: dict[int, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         full = dict(feeds)
         for i, name in enumerate(self.inputs):
             full[name] = overrides.get(i, self.stored[i])
+        for i, name in self.bias_inputs.items():
+            bias = (biases or {}).get(i)
+            dtype = self.targets[i].dtype
+            full[name] = np.zeros(self.targets[i].rows, dtype) if bias is None else np.asarray(bias).astype(dtype)
         return full
 
-    def error(self, overrides: dict[int, np.ndarray], downstream_only: bool = True) -> float:
+    def error(
+        self, overrides: dict[int, np.ndarray], biases: dict[int, np.ndarray] | None = None, downstream_only: bool = True
+    ) -> float:
+        """Output error with ``overrides`` (effective ``[rows, cols]`` weights) and their bias corrections."""
+        if biases and any(i not in self.bias_inputs for i in biases):
+            raise ValueError("bias corrections need a probe built with_bias, for MatMul/Gemm targets")
         stored = {i: self.stored_layout(i, w) for i, w in overrides.items()}
         sub = self._sub_session(next(iter(stored))) if downstream_only and len(stored) == 1 else None
         accumulator = OutputError(len(self.output_names))
         for b, (feeds, reference) in enumerate(zip(self.batches, self.reference, strict=True)):
-            full = self._feeds(feeds, stored)
+            full = self._feeds(feeds, stored, biases)
             if sub is None:
                 outputs = list(self.session.run(self.output_names, full))
             else:
@@ -584,7 +630,7 @@ def measure_sensitivity(
     stats = stats or {}
     started = time.perf_counter()
     batches, mask_name, count = sensitivity_batches(model, data, samples or SENSITIVITY_SAMPLES)
-    probe = WeightProbe(model, targets, batches, mask_name) if targets else None
+    probe = WeightProbe(model, targets, batches, mask_name, with_bias=method in DATA_DRIVEN) if targets else None
     matrices: list[MatrixSensitivity] = []
     total = sum(len(candidates) - len(unavailable[i]) for i in range(len(targets)))
     with _progress(total, progress, "measuring sensitivities") as bar:
@@ -602,11 +648,12 @@ def measure_sensitivity(
                 else:
                     fitted = fit(w, target, fmt, config.block_size, method, stats)
                     effective = fitted.effective(w.shape)
+                    bias = None if target.is_embedding else fitted.result.bias
                     fits.append(
                         CandidateFit(
                             fmt,
                             stored_bytes(target, fitted.result),
-                            probe.error({i: effective}),
+                            probe.error({i: effective}, None if bias is None else {i: bias}),
                             weighted_error(w, effective, hessian),
                             round(float(sqnr_db(w, effective)), 3),
                             fitted.method.value,
@@ -670,22 +717,34 @@ def build_mixed(
         prefix = rewriter.prefix(target)
         emitted = Emitted()
         activation = target.activation
-        if fitted.result.input_scale is not None:
-            scaling = rewriter.scaled_activation(target, fitted.result.input_scale, prefix)
-            emitted.extend(scaling)
-            activation = scaling.nodes[-1].output[0]
+        result = fitted.result
+        if result.input_scale is not None:
+            # This matrix's own AWQ factors (fitted alone: its neighbours may use other formats).
+            scale, scaled = rewriter.fresh(f"{prefix}_awq_scale"), rewriter.fresh(f"{prefix}_awq_input")
+            mul = helper.make_node("Mul", [activation, scale], [scaled], name=rewriter.fresh(f"{prefix}_awq_Mul"))
+            emitted.extend(Emitted([mul], [numpy_helper.from_array(result.input_scale.astype(target.dtype), scale)]))
+            activation = scaled
+        correction = None if target.is_embedding else result.bias
         has_bias = not target.is_embedding and target.bias is not None
-        product = rewriter.fresh(f"{prefix}_product") if has_bias else target.output
-        weight_part = _weight_nodes(target, fitted.result.quantized, activation, product, prefix)
+        product = rewriter.fresh(f"{prefix}_product") if has_bias or correction is not None else target.output
+        weight_part = _weight_nodes(target, result.quantized, activation, product, prefix)
         emitted.extend(weight_part)
+        if correction is not None:
+            name = rewriter.fresh(f"{prefix}_bias_correction")
+            corrected = rewriter.fresh(f"{prefix}_corrected") if has_bias else target.output
+            add = helper.make_node("Add", [product, name], [corrected], name=rewriter.fresh(f"{prefix}_correction_Add"))
+            emitted.extend(Emitted([add], [numpy_helper.from_array(correction.astype(target.dtype), name)]))
+            product = corrected
         if has_bias:
             emitted.extend(rewriter.gemm_bias(target, product, prefix))
         rewriter.replace(target, emitted)
-        sizes.append(weight_part.nbytes() + _input_scale_bytes(target, fitted.result))
+        sizes.append(weight_part.nbytes() + _extra_bytes(target, result))
         q = fitted.result.quantized
         scheme = f"{q.codec.name} block{q.block_size} sym {fitted.method.value} (mixed)"
-        if fitted.result.input_scale is not None:
+        if result.input_scale is not None:
             scheme += " +input scale"
+        if correction is not None:
+            scheme += " +bias correction"
         if fitted.note:
             scheme += f" ({fitted.note})"
         error["weight_sqnr_db"] = option.weight_sqnr_db

@@ -1,0 +1,56 @@
+"""``edgeq quantize --budget`` on the real MiniLM: exact bytes within budget, a valid model, a useful mix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgeq.metrics import cosine_rows, masked_mean_pool
+from edgeq.quantize.schemes import mixed as scheme
+
+pytestmark = pytest.mark.slow
+
+
+def _embeddings(model: str | bytes, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return masked_mean_pool(session.run(None, feeds)[0], feeds["attention_mask"])
+
+
+def test_cli_budget_on_minilm(tmp_path: Path, minilm_model: Path, text_sets: tuple[Path, Path], capsys, monkeypatch) -> None:
+    from edgeq.cli import main
+
+    monkeypatch.setattr(scheme, "SENSITIVITY_SAMPLES", 8)  # the ranking barely moves (rho >= 0.988 vs 64)
+    calib, evals = text_sets
+    out, summary = tmp_path / "mixed.onnx", tmp_path / "summary.json"
+    code = main(["quantize", str(minilm_model), "--budget", "9MB", "--block-size", "128", "--data", str(calib),
+                 "-o", str(out), "--summary", str(summary), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    written = onnx.load(str(out))
+    onnx.checker.check_model(written, full_check=True)
+    plan = json.loads(next(p.value for p in written.metadata_props if p.key == scheme.METADATA_KEY))
+    assert plan["budget_bytes"] == 9_000_000 and len(plan["nodes"]) == 39
+    original = onnx.load(str(minilm_model), load_external_data=False)
+    before = {t.name for t in original.graph.initializer}
+    new_bytes = sum(len(t.raw_data) for t in written.graph.initializer if t.name not in before)
+    assert new_bytes == plan["weight_bytes"] <= 9_000_000
+    assert plan["weight_bytes"] > 0.99 * 9_000_000  # the budget is used, not wasted
+    assert plan["optimal"] and plan["solver"] == "exact DP"
+    formats = {n["format"] for n in plan["nodes"]}
+    assert {"int2", "int4"} <= formats
+    # The sum of per-matrix errors predicts the whole mix's error (to within 30% here).
+    assert 0.7 * plan["predicted_error"] < plan["measured_error"] < 1.3 * plan["predicted_error"]
+    doc = json.loads(summary.read_text())["_data"]
+    assert any("budget counts" in n for n in doc["notes"]) and any("whole model file" in n for n in doc["notes"])
+
+    data = np.load(evals)
+    feeds = {k: data[k][:48, :64] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    reference = _embeddings(str(minilm_model), feeds)
+    cos = cosine_rows(reference, _embeddings(str(out), feeds))
+    assert cos.mean() > 0.9
