@@ -285,3 +285,30 @@ def test_float16_models_keep_float16_scales(weights: str, fmt: str) -> None:
     table_codec = "int4" if weights == "nf4" else weights
     expected = _deq(table_codec, True, 32, table.astype(np.float32).T).T[ids] @ _deq(weights, True, 32, w.astype(np.float32))
     np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2 * np.abs(expected).max())
+
+
+def test_layer_statistics_leave_padding_tokens_out() -> None:
+    """X^T X, mean and mean |x| are over the tokens the mask keeps, whatever the batching."""
+    from edgeq.graph.passes.weight_only import plan_targets
+    from edgeq.quantize.schemes.weight_only import collect_layer_stats
+
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["emb"], name="embed"), helper.make_node("MatMul", ["emb", "W1"], ["y"], name="fc1")]
+    graph = helper.make_graph(
+        nodes, "masked",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 40])],
+        [numpy_helper.from_array(TABLE, "table"), numpy_helper.from_array(W1, "W1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    rng = np.random.default_rng(15)
+    ids = rng.integers(0, 100, (20, 12)).astype(np.int64)
+    mask = (np.arange(12)[None, :] < rng.integers(1, 13, 20)[:, None]).astype(np.int64)
+    targets, _ = plan_targets(model, include_embeddings=False)
+    rows = TABLE[ids][mask.astype(bool)].astype(np.float64)
+    for batch_size in (3, 20):
+        data = load_data({"input_ids": ids, "attention_mask": mask}, model, batch_size=batch_size)
+        stats = collect_layer_stats(model, targets, data, progress=False)["emb"]
+        np.testing.assert_allclose(stats.hessian, rows.T @ rows / len(rows), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+        np.testing.assert_allclose(stats.mean, rows.mean(0), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+        np.testing.assert_allclose(stats.magnitudes, np.abs(rows).mean(0), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgeq.calibrate.observers.base import Observer
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.passes.base import opset_version
 from edgeq.graph.passes.weight_only import (
@@ -69,8 +70,11 @@ def embedding_codec(config: WeightOnlyConfig, codec: Codec) -> tuple[Codec, str]
 # -- calibration statistics ---------------------------------------------------------------
 
 
-class _TokenMask:
-    """The current batch's ``attention_mask`` (the collector feeds graph inputs to observers too)."""
+class _TokenMask(Observer):
+    """The current batch's ``attention_mask`` (the collector feeds graph inputs to observers too).
+
+    Registered first, so the statistics observers of the same batch read the mask it holds.
+    """
 
     def __init__(self) -> None:
         self.rows: np.ndarray | None = None
@@ -78,12 +82,12 @@ class _TokenMask:
     def update(self, x: np.ndarray) -> None:
         self.rows = np.asarray(x).reshape(-1) != 0
 
-    def merge(self, other: Any) -> None:  # pragma: no cover - never merged
-        raise NotImplementedError
+    def merge(self, other: Any) -> None:
+        raise TypeError("a batch's token mask is not a statistic; there is nothing to merge")
 
 
-class _LayerStatsObserver:
-    """``X^T X`` and mean ``|x|`` of one MatMul input over the tokens that are not padding."""
+class _LayerStatsObserver(Observer):
+    """``X^T X``, mean ``x`` and mean ``|x|`` of one MatMul input over the tokens that are not padding."""
 
     def __init__(self, mask: _TokenMask | None) -> None:
         self.mask = mask
@@ -105,8 +109,17 @@ class _LayerStatsObserver:
         self.abs_sum = magnitude if self.abs_sum is None else self.abs_sum + magnitude
         self.rows += rows.shape[0]
 
-    def merge(self, other: Any) -> None:  # pragma: no cover - never merged
-        raise NotImplementedError
+    def merge(self, other: Any) -> None:
+        self._check_same_kind(other)
+        if other.gram is None:
+            return
+        if self.gram is None or self.abs_sum is None or self.sum is None:
+            self.gram, self.abs_sum, self.sum = other.gram.copy(), other.abs_sum.copy(), other.sum.copy()
+        else:
+            self.gram += other.gram
+            self.abs_sum += other.abs_sum
+            self.sum += other.sum
+        self.rows += other.rows
 
     def stats(self) -> LayerStats:
         if self.gram is None or self.abs_sum is None or self.sum is None or self.rows == 0:
@@ -178,7 +191,7 @@ def collect_layer_stats(
         return {}
     mask_name = _mask_input(model)
     mask = _TokenMask() if mask_name is not None else None
-    observers: dict[str, list[Any]] = {}
+    observers: dict[str, list[Observer]] = {}
     if mask_name is not None and mask is not None:
         observers[mask_name] = [mask]  # first: the other observers of a batch read it
     layer_observers = {name: _LayerStatsObserver(mask) for name in activations}
