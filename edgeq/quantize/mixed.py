@@ -12,14 +12,15 @@ Two solvers, and the better answer wins:
 
 * **exact dynamic programming** over a byte grid. Sizes of real formats share large common
   factors (rows x blocks x bytes), so after subtracting each matrix's smallest option and
-  dividing by the greatest common divisor the grid is small (MiniLM at 3 bits: ~10^4 cells)
-  and the DP is the exact optimum. When the grid would be too large, each option's extra
-  bytes are rounded *up* to a coarser cell, which keeps every answer within the budget;
-* **Lagrangian relaxation**: for a price ``lam`` per byte each matrix independently takes
-  ``argmin e + lam c``; bisection finds the smallest price whose choice fits. That choice is
-  optimal for its own size (it lies on the lower convex hull) and the dual gives a lower bound
-  on the optimum. Both answers then get a greedy fix-up that spends the leftover bytes on
-  the upgrades with the best error reduction per byte.
+  dividing by the greatest common divisor the grid is small (MiniLM at 3 bits: 192-byte
+  cells, 11,003 of them) and the DP is the exact optimum. When the grid would be too large,
+  each option's extra bytes are rounded *up* to a coarser cell, which keeps every answer
+  within the budget, and a greedy fix-up spends the bytes the rounding left over;
+* **Lagrangian relaxation** (only when the DP is not exact): for a price ``lam`` per byte each
+  matrix independently takes ``argmin e + lam c``; bisection finds the smallest price whose
+  choice fits. That choice is optimal for its own size (it lies on the lower convex hull) and
+  the dual gives a lower bound on the optimum; the same greedy fix-up spends the leftover
+  bytes on the upgrades with the best error reduction per byte.
 """
 
 from __future__ import annotations
