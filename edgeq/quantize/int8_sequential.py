@@ -31,6 +31,10 @@ from edgeq.graph.passes.qdq import QdqPlan, WeightQuantization
 from edgeq.quantize import int8_bias, int8_weights
 
 DEFAULT_RATIOS = (1.0, 0.95, 0.9, 0.84, 0.77, 0.68, 0.58)
+# Data-fitted steps need many more rows (input positions) than unknowns per output channel, or
+# they fit the calibration samples instead of the layer: rows per unknown below which they are skipped.
+MIN_ROWS_PER_WEIGHT_GPTQ = 4
+MIN_ROWS_PER_WEIGHT_REFIT = 32
 
 
 @dataclass
@@ -41,6 +45,7 @@ class SequentialOptions:
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     search_batches: int = 2  # batches used for the amax and clipping searches (all for the bias)
     gptq: bool = True  # GPTQ rounding on the chosen grid, kept per output channel where it lowers the error
+    target_correction: bool = True  # refit each layer's weights to map its quantized input to the float output
     threads: int = 2
 
 
@@ -124,11 +129,12 @@ def _channel_moments(ref: list[np.ndarray], out: list[np.ndarray], axis: int) ->
     return total, squares, count
 
 
-def _centered_channel_error(ref: list[np.ndarray], out: list[np.ndarray], axis: int) -> np.ndarray:
-    """Per-channel error variance (the part bias correction cannot remove)."""
+def _channel_error(ref: list[np.ndarray], out: list[np.ndarray], axis: int, centered: bool) -> np.ndarray:
+    """Per-channel mean squared error; ``centered``: only its variance, the part bias correction
+    cannot remove (used when the layer's bias will be corrected)."""
     total, squares, count = _channel_moments(ref, out, axis)
     mean = total / count
-    return squares / count - mean * mean
+    return squares / count - (mean * mean if centered else 0.0)
 
 
 def _squared_error(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
@@ -269,8 +275,9 @@ def _quantize_compute(
 ) -> None:
     index = runner.index
     weight_name = node.input[1]
-    weight = index.constant(weight_name)
-    assert weight is not None
+    stored = index.constant(weight_name)
+    assert stored is not None
+    weight: np.ndarray = stored
     axis = plan.weight_axes.get(node.name)
     out_axis = _output_channel_axis(node)
     n_batches = len(ref[node.input[0]])
@@ -302,14 +309,28 @@ def _quantize_compute(
         return _squared_error(ref_out[:n_search], outs)
 
     decide_amax(act_tensor, evaluate)
+    original_weight = weight
+    if options.target_correction and axis is not None:
+        q_inputs = [quant_inputs(node, b)[act_tensor] for b in range(n_batches)]
+        enough = _rows_per_weight(node, weight, q_inputs) >= MIN_ROWS_PER_WEIGHT_REFIT
+        corrected = _layer_statistics(node, weight, axis, q_inputs, ref[act_tensor]) if enough else None
+        del q_inputs
+        if corrected is not None:
+            weight = corrected.astype(weight.dtype)
+            if options.weight_clipping == "max":
+                scale = int8_weights.max_weight_scales(weight, axis)
+            else:
+                scale = int8_weights.mse_weight_scales(weight, axis)
     search_feeds = [quant_inputs(node, b) for b in range(n_search)]
+    slot = bias_slot(model, node) if options.bias_correction else None
+    centered = slot is not None
     if options.weight_clipping == "mse" and axis is not None:
         amax = int8_weights.channel_absmax(weight, axis).astype(np.float64)
         errors = []
         for ratio in options.ratios:
             s = int8_weights.scale_from_amax(amax * ratio)
             outs = [run(f, fq_weight(s)) for f in search_feeds]
-            errors.append(_centered_channel_error(ref_out[:n_search], outs, out_axis))
+            errors.append(_channel_error(ref_out[:n_search], outs, out_axis, centered))
         best = np.asarray(options.ratios)[np.argmin(np.stack(errors), axis=0)]
         scale = int8_weights.scale_from_amax(amax * best)
     values = (
@@ -319,7 +340,8 @@ def _quantize_compute(
     )
     if options.gptq and axis is not None:
         inputs = [quant_inputs(node, b)[act_tensor] for b in range(n_batches)]
-        rounded = _gptq_values(node, weight, scale, axis, inputs)
+        enough = _rows_per_weight(node, weight, inputs) >= MIN_ROWS_PER_WEIGHT_GPTQ
+        rounded = _gptq_values(node, weight, scale, axis, inputs) if enough else None
         if rounded is not None:
             shape = [1] * weight.ndim
             shape[axis] = -1
@@ -327,8 +349,8 @@ def _quantize_compute(
             def dequant(v: np.ndarray) -> np.ndarray:
                 return (v.astype(np.float32) * scale.reshape(shape)).astype(weight.dtype)
 
-            rtn_err = _centered_channel_error(ref_out[:n_search], [run(f, dequant(values)) for f in search_feeds], out_axis)
-            gptq_err = _centered_channel_error(ref_out[:n_search], [run(f, dequant(rounded)) for f in search_feeds], out_axis)
+            rtn_err = _channel_error(ref_out[:n_search], [run(f, dequant(values)) for f in search_feeds], out_axis, centered)
+            gptq_err = _channel_error(ref_out[:n_search], [run(f, dequant(rounded)) for f in search_feeds], out_axis, centered)
             better = gptq_err < rtn_err
             values = np.where(better.reshape(shape), rounded, values)
             result.notes.append(f"{node.name}: GPTQ rounding kept on {int(better.sum())} of {better.size} channels")
@@ -337,7 +359,6 @@ def _quantize_compute(
         shape_b[axis] = -1
     w_fq = (values.astype(np.float32) * np.asarray(scale, np.float32).reshape(shape_b)).astype(weight.dtype)
     q_out = [run(quant_inputs(node, b), w_fq) for b in range(n_batches)]
-    slot = bias_slot(model, node) if options.bias_correction else None
     new_bias = None
     if slot is not None:
         holder = {n.name: n for n in model.graph.node}[slot[0]]
@@ -353,7 +374,7 @@ def _quantize_compute(
         # this node's output in the quantized stream is what the corrected Add will compute.
     result.weights[node.name] = WeightQuantization(values, np.asarray(scale, np.float32), axis, new_bias, slot if new_bias is not None else None)
     result.errors[node.name] = {
-        "weight_sqnr_db": _sqnr([weight], [w_fq]),
+        "weight_sqnr_db": _sqnr([original_weight], [w_fq]),
         "output_sqnr_db": _sqnr(ref_out, q_out),
     }
     ref[out_name] = ref_out
@@ -387,4 +408,46 @@ def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, ax
         rows = weight if axis == 0 else weight.T
         q = int8_gptq.gptq_int8(rows, scale, hessian)
         return q if axis == 0 else q.T
+    return None
+
+
+def _rows_per_weight(node: onnx.NodeProto, weight: np.ndarray, inputs: list[np.ndarray]) -> float:
+    """Input rows (patch positions or token rows) per weight of one output channel."""
+    from edgeq.quantize.int8_gptq import MAX_ROWS
+
+    if node.op_type == "Conv" and weight.ndim == 4:
+        rows = sum(int(np.prod(x.shape[2:])) * x.shape[0] for x in inputs)  # ~ output positions
+        per_channel = int(np.prod(weight.shape[1:]))
+    else:
+        rows = sum(int(np.prod(x.shape[:-1])) for x in inputs)
+        per_channel = inputs[0].shape[-1]
+    return min(rows, MAX_ROWS) / max(per_channel, 1)
+
+
+def _layer_statistics(node: onnx.NodeProto, weight: np.ndarray, axis: int, inputs: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray | None:
+    """The layer's weight refitted (ridge least squares) so its quantized input maps to the float output."""
+    from edgeq.graph.passes.base import get_attribute
+    from edgeq.quantize import int8_gptq
+
+    if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
+        group = int(get_attribute(node, "group", 1))
+        depthwise = group > 1 and group == weight.shape[0] and weight.shape[1] == 1
+        if group != 1 and not depthwise:
+            return None
+        kernel = (weight.shape[2], weight.shape[3])
+        strides = tuple(get_attribute(node, "strides", [1, 1]))
+        pads = tuple(get_attribute(node, "pads", [0, 0, 0, 0]))
+        dilations = tuple(get_attribute(node, "dilations", [1, 1]))
+        hessian, cross = int8_gptq.conv_statistics(inputs, targets, kernel, strides, pads, dilations, depthwise)  # type: ignore[arg-type]
+        assert cross is not None
+        rows = weight.reshape(weight.shape[0], -1)
+        return int8_gptq.corrected_weight(rows, hessian, cross).reshape(weight.shape)
+    if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
+        if node.op_type == "Gemm" and int(get_attribute(node, "transA", 0)):
+            return None
+        hessian, cross = int8_gptq.matmul_statistics(inputs, targets)
+        assert cross is not None
+        rows = weight if axis == 0 else weight.T
+        fitted = int8_gptq.corrected_weight(rows, hessian, cross)
+        return fitted if axis == 0 else fitted.T
     return None
