@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 LATENCY_BATCH = 8
 LATENCY_RUNS = 15
+ORT_GPTQ_SAMPLES = 32
 
 
 @dataclass
@@ -170,6 +170,8 @@ def run_ort(evaluator: Evaluator, workdir: Path, calib: Path, algorithm: str, bi
     model = onnx.load(str(evaluator.float_path))
     out = workdir / f"ort_{algorithm}_{bits}_{block}.onnx"
     label = f"int{bits} {algorithm}" if algorithm != "NF4" else "nf4 (MatMulBnb4Quantizer)"
+    if algorithm == "GPTQ":
+        label += f" ({ORT_GPTQ_SAMPLES} samples)"
     row = Row("onnxruntime", label, bits, block, False)
     start = time.perf_counter()
     try:
@@ -186,7 +188,9 @@ def run_ort(evaluator: Evaluator, workdir: Path, calib: Path, algorithm: str, bi
                 elif algorithm == "HQQ":
                     config = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=bits)
                 elif algorithm == "GPTQ":
-                    config = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calib, 128), block_size=block, actorder=True)
+                    # onnxruntime runs the whole model once per sample per distinct MatMul input
+                    # (24 x samples runs of 128 tokens): 32 samples keep it to minutes.
+                    config = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calib, ORT_GPTQ_SAMPLES), block_size=block, actorder=True)
                 else:
                     config = mnq.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=False, bits=bits)
                 quantizer = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=False, algo_config=config)
@@ -208,13 +212,14 @@ def run_ort(evaluator: Evaluator, workdir: Path, calib: Path, algorithm: str, bi
 
 
 def peak_memory(model: Path, out: Path) -> tuple[float, float]:
-    """Peak RSS (MB) of ``edgeq quantize`` int4 on ``model`` in a fresh process, and of loading alone."""
+    """Peak RSS (MB) of loading ``model`` (with the same imports), and of ``edgeq quantize`` int4 on it."""
     code = (
         "import resource, sys, onnx\n"
         "from edgeq.quantize.api import quantize_file\n"
         "from edgeq.quantize.config import WeightOnlyConfig\n"
         "mode = sys.argv[3]\n"
         "if mode == 'load':\n"
+        "    import numpy, onnxruntime\n"
         "    m = onnx.load(sys.argv[1])\n"
         "else:\n"
         "    quantize_file(sys.argv[1], WeightOnlyConfig(weights='int4'), sys.argv[2], progress=False)\n"
@@ -299,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows)
     print()
     file_mb = evaluator.float_size / 1e6
-    print(f"peak RSS: loading the fp32 model {load_mb:.0f} MB; edgeq quantize int4 {quantize_mb:.0f} MB "
-          f"(fp32 file {file_mb:.0f} MB; quantize/load = {quantize_mb / load_mb:.2f})")
+    extra = quantize_mb - load_mb
+    print(f"peak RSS: importing and loading the fp32 model {load_mb:.0f} MB; edgeq quantize int4 (quantize_file) {quantize_mb:.0f} MB: "
+          f"{extra:.0f} MB more = {extra / file_mb:.2f}x the fp32 file ({file_mb:.0f} MB)")
     print()
 
     for block in blocks:
@@ -326,11 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     small = [r for r in rows if r.tool == "edgeq" and r.embeddings and r.bits == 4]
     if small:
         verdict("4-bit MiniLM file under 0.2 of fp32", small[0].size_ratio < 0.2, f"{small[0].size_ratio:.3f} ({small[0].config})")
-    verdict("peak memory near one float copy plus one layer", quantize_mb < load_mb + 2.5 * file_mb,
-            f"{quantize_mb:.0f} MB vs load {load_mb:.0f} MB + fp32 weights {file_mb:.0f} MB")
+    # One more float copy is quantize()'s defensive copy of the model; one layer is at most the
+    # word-embedding table (47 MB). Anything above 1.6x the file would mean a non-streaming pass.
+    verdict("peak memory near one float copy plus one layer", extra < 1.6 * file_mb,
+            f"{extra:.0f} MB above loading = {extra / file_mb:.2f}x the fp32 file (largest layer: the 47 MB table)")
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=1))
-    _ = resource  # imported for the child's measurement code's symmetry
     return 0
 
 

@@ -64,9 +64,9 @@ class AlgorithmResult:
     bias: np.ndarray | None = None  # [rows], added to the layer output (mean-error correction)
     rtn_error: float | None = None  # RTN's output error on the same activations, when computed
 
-    def effective_weight(self) -> np.ndarray:
-        """The ``[rows, cols]`` weight the quantized layer applies to the original input."""
-        deq = self.quantized.dequantize().astype(np.float64)
+    def effective_weight(self, rows: slice | None = None) -> np.ndarray:
+        """The ``[rows, cols]`` weight the quantized layer applies to the original input (float64)."""
+        deq = self.quantized.dequantize(rows).astype(np.float64)
         if self.input_scale is not None:
             deq = deq * self.input_scale[None, :]
         return deq
@@ -111,3 +111,25 @@ def result_error(w: np.ndarray, result: AlgorithmResult, stats: LayerStats) -> f
     w64 = np.asarray(w, np.float64)
     den = float(np.sum((w64 @ np.asarray(stats.hessian, np.float64)) * w64))
     return num / den if den > 0 else 0.0
+
+
+def weight_sqnr_db(w: np.ndarray, result: AlgorithmResult) -> float:
+    """SQNR of the effective weight, accumulated row chunk by row chunk (tables are large)."""
+    signal = 0.0
+    noise = 0.0
+    flat = result.quantized.shape != w.shape  # bnb4's flat layout of a weight that straddles rows
+    if flat:
+        diff = np.asarray(w, np.float64).reshape(-1) - result.effective_weight().reshape(-1)
+        signal, noise = float(np.sum(np.asarray(w, np.float64) ** 2)), float(np.dot(diff, diff))
+    else:
+        for start in range(0, w.shape[0], ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            part = np.asarray(w[rows], np.float64)
+            diff = part - result.effective_weight(rows)
+            signal += float(np.sum(part * part))
+            noise += float(np.sum(diff * diff))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * float(np.log10(signal / noise))

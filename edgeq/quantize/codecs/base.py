@@ -193,12 +193,16 @@ class BlockQuantized:
         """Per-block ``[rows, n_blocks]`` values repeated to ``[rows, cols]``."""
         return np.repeat(values, self.block_size, axis=1)[:, : self.shape[1]]
 
-    def dequantize(self) -> np.ndarray:
-        """The float32 weight the formats compute with (the numpy reference for ORT)."""
-        scale = self.expanded(self.scales.astype(np.float32)).astype(np.float64)
-        zero = None if self.zero_points is None else self.expanded(self.zero_points)
+    def dequantize(self, rows: slice | None = None) -> np.ndarray:
+        """The float32 weight the formats compute with (the numpy reference for ORT).
+
+        ``rows`` selects a slice of rows, so a large table can be checked chunk by chunk.
+        """
+        pick = slice(None) if rows is None else rows
+        scale = self.expanded(self.scales[pick].astype(np.float32)).astype(np.float64)
+        zero = None if self.zero_points is None else self.expanded(self.zero_points[pick])
         # Round the product to float32 like the kernels; the scale is stored as float32.
-        return self.codec.decode(self.codes, scale, zero).astype(np.float32)
+        return self.codec.decode(self.codes[pick], scale, zero).astype(np.float32)
 
     def nbytes(self) -> int:
         """Storage of codes, scales and zero points as the formats pack them."""

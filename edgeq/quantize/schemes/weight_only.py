@@ -29,11 +29,10 @@ from edgeq.graph.passes.weight_only import (
     read_weight,
     weight_bytes,
 )
-from edgeq.metrics import sqnr_db
 from edgeq.quantize import algorithms
 from edgeq.quantize.algorithms import AlgorithmResult, LayerStats
 from edgeq.quantize.algorithms.awq import awq_group
-from edgeq.quantize.algorithms.common import result_error
+from edgeq.quantize.algorithms.common import result_error, weight_sqnr_db
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.codecs import Codec, get_codec
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
@@ -409,8 +408,7 @@ def _quantize_target(
     if reason is not None:
         return NodeDecision(name=target.name, op_type=target.op_type, quantized=False, reason=reason, weight=target.weight)
 
-    effective = result.effective_weight().reshape(w.shape)
-    error: dict[str, float] = {"weight_sqnr_db": round(float(sqnr_db(w, effective)), 3)}
+    error: dict[str, float] = {"weight_sqnr_db": round(weight_sqnr_db(w, result), 3)}
     if layer_stats is not None and layer_stats.hessian is not None and not target.is_embedding:
         error["output_rel_mse"] = float(result_error(w, result, layer_stats))
         if result.rtn_error is not None:
