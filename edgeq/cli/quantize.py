@@ -99,7 +99,7 @@ def quantize_command(
     smoothquant: float | None = typer.Option(None, "--smoothquant", help="SmoothQuant alpha (int8)."),
     budget: str | None = typer.Option(None, "--budget", help="Mixed precision: weight bytes, e.g. 12MB."),
     avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average bits per weight."),
-    candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats."),
+    candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
     summary: Path | None = typer.Option(None, "--summary", help="Write the quantization summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary."),
 ) -> None:
