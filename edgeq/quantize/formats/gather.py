@@ -23,10 +23,15 @@ from edgeq.quantize.formats.qdq import integer_tensor
 
 def check_table(q: BlockQuantized) -> str | None:
     """Why onnxruntime cannot gather from this table, or None."""
-    if not q.codec.is_integer:
-        return f"GatherBlockQuantized has no {q.codec.name} kernel"
-    if q.codec.bits == 2 and q.shape[1] % 4:
-        return f"2-bit GatherBlockQuantized needs the embedding width ({q.shape[1]}) to be a multiple of 4"
+    return check_table_shape(q.codec.name, q.codec.bits, q.codec.is_integer, q.shape[1])
+
+
+def check_table_shape(name: str, bits: int, integer: bool, width: int) -> str | None:
+    """:func:`check_table` from the codec and width alone, before anything is quantized."""
+    if not integer:
+        return f"GatherBlockQuantized has no {name} kernel"
+    if bits == 2 and width % 4:
+        return f"2-bit GatherBlockQuantized needs the embedding width ({width}) to be a multiple of 4; use --format qdq"
     return None
 
 

@@ -39,11 +39,15 @@ def check_supported(bits: int, integer: bool) -> None:
 
 def check_matmul(q: BlockQuantized) -> str | None:
     """Why this MatMul cannot be written as DQ -> MatMul, or None when it can."""
-    n, k = q.shape
-    if q.codec.bits == 2 and (k % q.block_size or n % 4):
+    return check_matmul_shape(q.codec.bits, q.shape[0], q.shape[1], q.block_size)
+
+
+def check_matmul_shape(bits: int, n: int, k: int, block_size: int) -> str | None:
+    """:func:`check_matmul` from the shape alone, before anything is quantized."""
+    if bits == 2 and (k % block_size or n % 4):
         return (
             f"N={n}, K={k}: onnxruntime 1.32 computes 2-bit DequantizeLinear->MatMul wrongly unless N % 4 == 0 "
-            f"and K % block ({q.block_size}) == 0; use --format matmulnbits"
+            f"and K % block ({block_size}) == 0; use --format matmulnbits"
         )
     return None
 

@@ -308,6 +308,17 @@ def _input_groups(
     return groups
 
 
+def _refusal(target: WeightTarget, codec: Codec, table_codec: Codec, fmt: OnnxFormat, block_size: int) -> str | None:
+    """Why onnxruntime could not run this node in ``fmt`` (it then stays float), from shapes alone."""
+    if target.is_embedding:
+        if fmt is OnnxFormat.QDQ:
+            return None
+        return gather.check_table_shape(table_codec.name, table_codec.bits, table_codec.is_integer, target.cols)
+    if fmt is OnnxFormat.QDQ:
+        return qdq.check_matmul_shape(codec.bits, target.rows, target.cols, block_size)
+    return None
+
+
 def _left(decision: LeftInFloat) -> NodeDecision:
     return NodeDecision(name=decision.name, op_type=decision.op_type, quantized=False, reason=decision.reason, weight=decision.weight)
 
@@ -333,6 +344,15 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     targets, left = plan_targets(model, config.embeddings, config.exclude)
     for skipped in left:
         summary.add(_left(skipped))
+    table_codec, table_note = embedding_codec(config, codec)
+    runnable = []
+    for target in targets:
+        reason = _refusal(target, codec, table_codec, fmt, config.block_size)
+        if reason is None:
+            runnable.append(target)
+        else:
+            summary.add(NodeDecision(name=target.name, op_type=target.op_type, quantized=False, reason=reason, weight=target.weight))
+    targets = runnable
     if not targets:
         summary.notes.append("no MatMul/Gemm/Gather node with a constant float weight: nothing to quantize")
         summary.weight_bytes_after = summary.weight_bytes_before
@@ -345,7 +365,6 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
         summary.notes.append(f"calibration statistics collected in {time.perf_counter() - started:.1f} s")
 
     rewriter = WeightOnlyRewriter(model)
-    table_codec, table_note = embedding_codec(config, codec)
     groups = _input_groups(targets, config, fmt, stats)
     fitted: dict[str, AlgorithmResult] = {}
     with _progress(len(targets), inputs.progress) as bar:
@@ -400,14 +419,6 @@ def _quantize_target(
 
     weight_for_fit = w.reshape(1, -1) if flat else w
     result = fitted if fitted is not None else _fit_result(method, codec, weight_for_fit, config, layer_stats)
-    reason = None
-    if target.is_embedding and fmt is not OnnxFormat.QDQ:
-        reason = gather.check_table(result.quantized)
-    elif fmt is OnnxFormat.QDQ and not target.is_embedding:
-        reason = qdq.check_matmul(result.quantized)
-    if reason is not None:
-        return NodeDecision(name=target.name, op_type=target.op_type, quantized=False, reason=reason, weight=target.weight)
-
     error: dict[str, float] = {"weight_sqnr_db": round(weight_sqnr_db(w, result), 3)}
     if layer_stats is not None and layer_stats.hessian is not None and not target.is_embedding:
         error["output_rel_mse"] = float(result_error(w, result, layer_stats))
