@@ -19,6 +19,7 @@ def compare_command(
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the onnxruntime latency measurement."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Also write an HTML report here."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also save the result as JSON here (for reports and scripts)."),
 ) -> None:
     """Output agreement (cosine, SQNR, top-1/top-5), size, latency and the worst layers of each candidate."""
     from edgeq.evaluate import compare_models
@@ -28,8 +29,12 @@ def compare_command(
         typer.echo(result.to_json())
     else:
         typer.echo(result.format_text())
+    if json_out is not None:
+        result.save(json_out)
+        if not as_json:
+            typer.echo(f"wrote {json_out}")
     if output is not None:
-        from edgeq.report import write_compare_report  # type: ignore[attr-defined]
+        from edgeq.report import write_compare_report
 
         write_compare_report(result, output)
         if not as_json:

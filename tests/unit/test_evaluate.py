@@ -110,3 +110,14 @@ def test_mismatched_candidate_is_one_line_error(models, tmp_path):
     onnx.save(mlp_with_layernorm(), str(other))
     with pytest.raises(DataError, match="logits"):
         compare_models(ref, [other], eval_path, latency=False)
+
+
+def test_cli_compare_saves_json_for_reports(models, tmp_path, capsys):
+    from edgeq.evaluate import CompareResult
+
+    _, ref, good, _, eval_path = models
+    saved = tmp_path / "compare.json"
+    assert main(["compare", str(ref), str(good), "--data", str(eval_path), "--no-latency", "--json-out", str(saved)]) == 0
+    loaded = CompareResult.load(saved)
+    assert [v.name for v in loaded.variants] == ["int8"] and loaded.task == "classification"
+    assert 0.0 < loaded.variants[0].metrics["cosine"] <= 1.0
