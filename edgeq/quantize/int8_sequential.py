@@ -45,7 +45,7 @@ class SequentialOptions:
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     search_batches: int = 2  # batches used for the amax and clipping searches (all for the bias)
     gptq: bool = True  # GPTQ rounding on the chosen grid, kept per output channel where it lowers the error
-    target_correction: bool = True  # refit each layer's weights to map its quantized input to the float output
+    target_correction: bool = False  # refit weights onto the float output (least squares): off, it inflates weight ranges
     threads: int = 2
 
 
@@ -398,7 +398,7 @@ def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, ax
         dilations = tuple(get_attribute(node, "dilations", [1, 1]))
         hessian = int8_gptq.conv_hessian(inputs, kernel, strides, pads, dilations, depthwise)  # type: ignore[arg-type]
         rows = weight.reshape(weight.shape[0], -1)
-        return int8_gptq.gptq_int8(rows, scale, hessian).reshape(weight.shape)
+        return int8_gptq.gptq_int8(rows, scale, hessian, act_order=False).reshape(weight.shape)
     if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
         from edgeq.graph.passes.base import get_attribute as attr
 
@@ -406,7 +406,7 @@ def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, ax
             return None
         hessian = int8_gptq.matmul_hessian(inputs)
         rows = weight if axis == 0 else weight.T
-        q = int8_gptq.gptq_int8(rows, scale, hessian)
+        q = int8_gptq.gptq_int8(rows, scale, hessian, act_order=False)
         return q if axis == 0 else q.T
     return None
 

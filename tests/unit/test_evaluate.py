@@ -52,7 +52,7 @@ def test_compare_metrics_match_direct_computation(models):
     a = run(model, {"input": x})[0]
     b = run(onnx.load(str(good)), {"input": x})[0]
     m = result.variants[0].metrics
-    assert m["sqnr_db"] == pytest.approx(metrics.sqnr_db(a, b), abs=1e-6)
+    assert m["sqnr_db"] == pytest.approx(metrics.sqnr_db(a, b), abs=1e-3)  # batch size changes float rounding
     assert m["top1_agreement"] == pytest.approx(metrics.top1_agreement(a, b))
     assert m["kl_divergence"] == pytest.approx(metrics.kl_divergence(a, b), rel=1e-6)
     assert m["cosine"] == pytest.approx(float(np.mean(metrics.cosine_rows(a, b))), abs=1e-9)
@@ -68,6 +68,8 @@ def test_layers_sorted_worst_first_and_find_the_damaged_layer(models):
     assert [row["sqnr_db"] for row in layers] == sorted(row["sqnr_db"] for row in layers)
     assert layers[0]["tensor"] == "e" and layers[0]["op_type"] == "Conv"  # the expand conv's output
     assert {row["tensor"] for row in layers} == {"stem_o", "e", "d", "p", "h", "logits"}
+    # Re-centered tensors hold shifted values: they are not paired with the float ones by name.
+    assert {row["tensor"] for row in result.variants[0].layers} == {"stem_o", "p", "h", "logits"}
 
 
 def test_result_schema_and_roundtrip(models):

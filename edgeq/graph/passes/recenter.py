@@ -155,7 +155,19 @@ class RecenterActivations(Pass):
             set_initializer(graph, lo_name, np.array(bounds[0] - c, np.float32))
             set_initializer(graph, hi_name, np.array(bounds[1] - c, np.float32))
             clip.input[1], clip.input[2] = lo_name, hi_name
-            self.centered[clip.output[0]] = c
+            # The shifted tensors get new names: they no longer hold what the float model's
+            # tensors of those names hold, and comparisons by name must not pair them.
+            shifted_conv = names(f"{producer.output[0]}_centered")
+            clip.input[0] = shifted_conv
+            producer.output[0] = shifted_conv
+            old_out = clip.output[0]
+            shifted_out = names(f"{old_out}_centered")
+            clip.output[0] = shifted_out
+            for reader in index.readers(old_out):
+                for slot, name in enumerate(reader.input):
+                    if name == old_out:
+                        reader.input[slot] = shifted_out
+            self.centered[shifted_out] = c
             for consumer_name in site.consumers:
                 node = by_name[consumer_name]
                 w = index.constant(node.input[1])
