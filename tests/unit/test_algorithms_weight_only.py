@@ -117,3 +117,24 @@ def test_awq_scales_follow_magnitudes() -> None:
 def test_data_driven_methods_need_statistics() -> None:
     with pytest.raises(ValueError, match="calibration"):
         run("gptq", get_codec("int4"), np.ones((4, 32)), 32, None)
+
+
+def test_bias_correction_cancels_the_mean_output_error() -> None:
+    """With the input mean known, the returned bias makes the measured error exactly what X sees."""
+    from edgeq.quantize.algorithms.common import result_error
+
+    rng = np.random.default_rng(10)
+    x = _activations(96, seed=11) + 3.0 * rng.standard_normal(96)  # inputs with a strong mean (post-GELU-like)
+    w = rng.standard_normal((32, 96))
+    stats = LayerStats(hessian=x.T @ x / len(x), magnitudes=np.abs(x).mean(0), mean=x.mean(0))
+    codec = get_codec("int2", False)
+    for method in ("gptq", "awq"):
+        with_bias = run(method, codec, w, 32, stats)
+        assert with_bias.bias is not None and with_bias.bias.shape == (32,)
+        err = result_error(w, with_bias, stats)
+        out = x @ w.T
+        direct = np.sum((out - (x @ with_bias.effective_weight().T + with_bias.bias)) ** 2) / np.sum(out**2)
+        assert abs(direct - err) <= 1e-6 * direct
+        without = run(method, codec, w, 32, LayerStats(hessian=stats.hessian, magnitudes=stats.magnitudes))
+        assert without.bias is None
+        assert err < output_error(w, without.effective_weight(), stats.hessian)  # type: ignore[arg-type]

@@ -167,7 +167,7 @@ def gptq(
     candidates: list[BlockQuantized] = [rtn(codec, w, block_size, stats).quantized]
     # The walk starts from the clip-searched RTN grid (weighted by diag(H)); RTN itself stays a
     # candidate as a safeguard. (An HQQ-refined start was measured on MiniLM: about 1% lower
-    # layer error for a tenth more time, no visible change in the embeddings; not worth it.)
+    # layer error for a sixth more time, no visible change in the embeddings; not worth it.)
     starts = [(candidates[0].scales, candidates[0].zero_points)]
     prepared = PreparedHessian.build(h, damp, act_order)
     for scales, zeros in starts:
