@@ -49,9 +49,9 @@ def test_int8_graph_is_valid_tensorrt_qdq(block):
             assert inits[weight_dq.input[0]].data_type == onnx.TensorProto.INT8
             assert inits[node.input[2]].data_type == onnx.TensorProto.FLOAT
     # Node outputs keep the float graph's tensor names (compare matches layers by name), except
-    # the re-centered ones, which hold shifted values and so get new names.
+    # the equalized and re-centered ones, which hold rescaled/shifted values and so get new names.
     outputs = {o for n in model.graph.node for o in n.output}
-    assert {"stem_o", "p", "h", "logits", "e_centered", "e6_centered", "d_centered"} <= outputs
+    assert {"stem_o", "p", "h", "logits", "e_equalized_centered", "d6_equalized_centered"} <= outputs
     assert not {"e", "d", "e6", "d6"} & outputs
     assert _sqnr(block, model) > 30.0
     assert len(result.summary.quantized) == 6 and not result.summary.left_in_float

@@ -84,7 +84,8 @@ def test_equalization_pairs_and_exactness_through_relu6():
     np.testing.assert_allclose(run(equalized, {"input": x})[0], before, rtol=1e-4, atol=1e-4)
     # Every channel between expand and dw now reaches the clip (or was dead).
     probe = _copy(equalized)
-    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info("e6"))
+    assert "e6" not in {o for n in equalized.graph.node for o in n.output}  # rescaled: renamed
+    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info("e6_equalized"))
     maxima = np.abs(run(probe, {"input": x})[1]).max(axis=(0, 2, 3))
     assert np.all((maxima > 5.9) | (maxima < 1e-6) | np.isclose(stats[("expand", "dw")], int8_equalize.DEFAULT_MAX_SCALE))
 

@@ -115,6 +115,15 @@ def pair_weight_ranges(model: onnx.ModelProto, pair: EqualizationPair) -> tuple[
     return r1, r2
 
 
+def _rename_output(graph: onnx.GraphProto, node: onnx.NodeProto, new: str) -> None:
+    old = node.output[0]
+    node.output[0] = new
+    for reader in graph.node:
+        for slot, name in enumerate(reader.input):
+            if name == old:
+                reader.input[slot] = new
+
+
 class CrossLayerEqualization(Pass):
     """Apply ``scales[(producer, consumer)]`` (factors ``t``, one per channel) to each pair."""
 
@@ -122,6 +131,17 @@ class CrossLayerEqualization(Pass):
         self.pairs = pairs
         self.scales = scales
         self.applied: list[EqualizationPair] = []
+
+    @staticmethod
+    def _rename_scaled(graph: onnx.GraphProto, names: NameMaker, producer: onnx.NodeProto, pair: EqualizationPair) -> None:
+        """Tensors between the pair now hold rescaled values: new names, so comparisons by name
+        with the float model do not pair them."""
+        if not producer.output[0].endswith("_equalized"):
+            _rename_output(graph, producer, names(f"{producer.output[0]}_equalized"))
+        if pair.activation is not None:
+            act = next(n for n in graph.node if n.name == pair.activation)
+            if not act.output[0].endswith("_equalized"):
+                _rename_output(graph, act, names(f"{act.output[0]}_equalized"))
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         graph = model.graph
@@ -155,6 +175,7 @@ class CrossLayerEqualization(Pass):
                 b1_name = names(f"{producer.name}.bias_equalized")
                 set_initializer(graph, b1_name, (b1.astype(np.float64) * t64).astype(b1.dtype))
                 producer.input[2] = b1_name
+            self._rename_scaled(graph, names, producer, pair)
             self.applied.append(pair)
             modified = True
         if modified:
