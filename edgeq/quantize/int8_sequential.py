@@ -55,6 +55,7 @@ class SequentialResult:
     activation_method: dict[str, str] = field(default_factory=dict)
     weights: dict[str, WeightQuantization] = field(default_factory=dict)
     errors: dict[str, dict[str, float]] = field(default_factory=dict)
+    gptq_channels: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (GPTQ-rounded, total)
     notes: list[str] = field(default_factory=list)
 
 
@@ -353,7 +354,7 @@ def _quantize_compute(
             gptq_err = _channel_error(ref_out[:n_search], [run(f, dequant(rounded)) for f in search_feeds], out_axis, centered)
             better = gptq_err < rtn_err
             values = np.where(better.reshape(shape), rounded, values)
-            result.notes.append(f"{node.name}: GPTQ rounding kept on {int(better.sum())} of {better.size} channels")
+            result.gptq_channels[node.name] = (int(better.sum()), int(better.size))
     shape_b = [1] * weight.ndim
     if axis is not None:
         shape_b[axis] = -1

@@ -129,10 +129,11 @@ def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str) -> dic
     return out
 
 
-def _scheme_text(config: Int8Config, axis: int | None, method: str, sequential: bool) -> str:
+def _scheme_text(config: Int8Config, axis: int | None, method: str, sequential: bool, gptq: tuple[int, int] | None) -> str:
     weights = f"per-channel (axis {axis})" if axis is not None else "per-tensor"
     clip = "clip by output MSE" if (sequential and config.weight_clipping == "mse") else f"clip {config.weight_clipping}"
-    return f"int8 W8A8: weights {weights}, {clip}; activation per-tensor ({method})"
+    rounding = f", GPTQ rounding on {gptq[0]}/{gptq[1]} channels" if gptq else ""
+    return f"int8 W8A8: weights {weights}, {clip}{rounding}; activation per-tensor ({method})"
 
 
 @register(Int8Config)
@@ -220,6 +221,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         )
         seq = sequential_quantize(model, plan, batches, candidates, options)
         amax, methods, weights, errors = seq.activation_amax, seq.activation_method, seq.weights, seq.errors
+        gptq_channels = seq.gptq_channels
         if config.bias_correction:
             corrected = sum(1 for w in weights.values() if w.bias is not None)
             summary.notes.append(f"bias correction on {corrected} of {len(weights)} layers; layer-by-layer search on {len(batches)} batches")
@@ -229,6 +231,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         methods = dict.fromkeys(candidates, method)
         weights = _static_weights(model, plan, config.weight_clipping)
         errors = {}
+        gptq_channels = {}
         if config.bias_correction:
             summary.notes.append("bias correction skipped: it needs --data (samples through the quantized layers)")
 
@@ -244,7 +247,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
                 name=name,
                 op_type=op_of[name],
                 quantized=True,
-                scheme=_scheme_text(config, weights[name].axis, method, sequential),
+                scheme=_scheme_text(config, weights[name].axis, method, sequential, gptq_channels.get(name)),
                 weight=weight_of[name],
                 bits=8,
                 method=method,
