@@ -1,7 +1,14 @@
 """Quantization: codecs (numbers), algorithms (choosing them), formats (ONNX), schemes (glue)."""
 
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, quantize, quantize_file, register
-from edgeq.quantize.config import Int8Config, Method, MixedPrecisionConfig, OnnxFormat, WeightFormat, WeightOnlyConfig
+from edgeq.quantize.config import (
+    Int8Config,
+    Method,
+    MixedPrecisionConfig,
+    OnnxFormat,
+    WeightFormat,
+    WeightOnlyConfig,
+)
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 __all__ = [

@@ -62,11 +62,6 @@ def test_minilm_int4_for_x86_cpu(minilm_model: Path, text_sets, tmp_path: Path):
     assert verify_bundle(bundle) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the weight-only int4 codec maps each block's extreme to -8 with a negative scale when the extreme is "
-    "positive; TensorRT needs strictly positive scales, so the lint refuses the bundle (see the export report)",
-)
 def test_minilm_int4_for_orin_nano(minilm_model: Path, tmp_path: Path):
     bundle = tmp_path / "minilm-orin-nano"
     result = export_bundle(minilm_model, "jetson-orin-nano", weights="int4", block_size=128, output=bundle,

@@ -71,9 +71,14 @@ def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool = 
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
-def _deq(weights: str, symmetric: bool, block: int, w_kn: np.ndarray, flat: bool = False) -> np.ndarray:
-    """The numpy reference: RTN of ``w_kn`` [K, N] as the scheme quantizes it, back as [K, N]."""
-    codec = get_codec(weights, symmetric)
+def _deq(
+    weights: str, symmetric: bool, block: int, w_kn: np.ndarray, flat: bool = False, positive: bool = False
+) -> np.ndarray:
+    """The numpy reference: RTN of ``w_kn`` [K, N] as the scheme quantizes it, back as [K, N].
+
+    ``positive``: the standard DequantizeLinear form (``--format qdq``) keeps scales above zero.
+    """
+    codec = get_codec(weights, symmetric, positive_scales=positive)
     w = np.ascontiguousarray(w_kn.T)
     q = rtn(codec, w.reshape(1, -1) if flat else w, block).quantized
     return q.dequantize().reshape(w.shape).T
@@ -108,11 +113,12 @@ def test_every_format_computes_the_numpy_reference(weights: str, symmetric: bool
     table_codec = weights if weights.startswith("int") else "int4"
     # 2-bit DQ->MatMul with K (40) not a multiple of the block is refused: onnxruntime computes it wrongly.
     fc2_refused = weights == "int2" and fmt == "qdq"
+    positive = fmt == "qdq"
     expected = _reference(
         IDS,
-        _deq(table_codec, symmetric, 16, TABLE.T).T,
-        _deq(weights, symmetric, 16, W1),
-        W2 if fc2_refused else _deq(weights, symmetric, 16, W2, flat=fmt == "bnb4" and 40 % 16 != 0),
+        _deq(table_codec, symmetric, 16, TABLE.T, positive=positive).T,
+        _deq(weights, symmetric, 16, W1, positive=positive),
+        W2 if fc2_refused else _deq(weights, symmetric, 16, W2, flat=fmt == "bnb4" and 40 % 16 != 0, positive=positive),
     )
     got = _run(result.model, {"ids": IDS})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -145,7 +151,7 @@ def test_gemm_with_transposed_weights_alpha_beta_and_bias(fmt: str, trans_b: boo
     onnx.checker.check_model(result.model, full_check=True)
     x = RNG.standard_normal((5, 64)).astype(np.float32)
     c = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "C"))
-    expected = x.astype(np.float64) @ _deq(weights, True, 32, w_kn * alpha) + beta * c
+    expected = x.astype(np.float64) @ _deq(weights, True, 32, w_kn * alpha, positive=fmt == "qdq") + beta * c
     np.testing.assert_allclose(_run(result.model, {"x": x})[0], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert "B" not in {t.name for t in result.model.graph.initializer}
 
@@ -283,7 +289,10 @@ def test_float16_models_keep_float16_scales(weights: str, fmt: str) -> None:
     ids = np.array([[1, 2, 3], [4, 5, 6]], np.int64)
     got = _run(result.model, {"ids": ids})[0].astype(np.float32)
     table_codec = "int4" if weights == "nf4" else weights
-    expected = _deq(table_codec, True, 32, table.astype(np.float32).T).T[ids] @ _deq(weights, True, 32, w.astype(np.float32))
+    positive = fmt == "qdq"
+    expected = _deq(table_codec, True, 32, table.astype(np.float32).T, positive=positive).T[ids] @ _deq(
+        weights, True, 32, w.astype(np.float32), positive=positive
+    )
     np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2 * np.abs(expected).max())
 
 

@@ -30,13 +30,17 @@ __all__ = [
 ]
 
 
-def get_codec(weights: str, symmetric: bool = True) -> Codec:
-    """The codec for ``weights`` (``int2``, ``int4``, ``int8``, ``nf4``, ``fp4``)."""
+def get_codec(weights: str, symmetric: bool = True, positive_scales: bool = False) -> Codec:
+    """The codec for ``weights`` (``int2``, ``int4``, ``int8``, ``nf4``, ``fp4``).
+
+    ``positive_scales`` keeps every symmetric integer scale above zero, as standard
+    DequantizeLinear consumers such as TensorRT require.
+    """
     name = getattr(weights, "value", weights)
     if name == "nf4":
         return nf4_codec()
     if name == "fp4":
         return fp4_codec()
     if name in ("int2", "int4", "int8"):
-        return integer_codec(int(name[3:]), symmetric)
+        return integer_codec(int(name[3:]), symmetric, positive_scales)
     raise ValueError(f"unknown weight format {weights!r}")

@@ -55,6 +55,8 @@ class Codec:
     bits: int
     symmetric: bool
     table: np.ndarray | None = field(default=None, compare=False)  # None for integer codecs
+    # Standard DequantizeLinear consumers (TensorRT) require scale > 0; MatMulNBits takes any sign.
+    positive_scales: bool = False
 
     @property
     def is_integer(self) -> bool:
@@ -90,6 +92,12 @@ class Codec:
         lo = np.asarray(lo, np.float64)
         if not self.is_integer:
             return np.maximum(np.abs(hi), np.abs(lo)) * ratio, None
+        if self.symmetric and self.positive_scales:
+            # Positive scales only: the negative side still gets 2^(b-1) levels, the positive
+            # side 2^(b-1)-1; whichever side needs the larger step sets the scale.
+            z = float(self.implicit_zero)
+            scale = np.maximum(np.maximum(hi, 0.0) / (z - 1.0), np.maximum(-lo, 0.0) / z) * ratio
+            return np.where(scale > 0, scale, 1.0), None
         if self.symmetric:
             # Map the largest-magnitude value onto the most negative level, -2^(b-1): the full
             # signed range is used on that side, one more level than absmax/(2^(b-1)-1) gives.

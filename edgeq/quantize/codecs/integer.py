@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgeq.quantize.codecs.base import Codec
 
 
-def integer_codec(bits: int, symmetric: bool) -> Codec:
+def integer_codec(bits: int, symmetric: bool, positive_scales: bool = False) -> Codec:
     if bits not in (2, 4, 8):
         raise ValueError(f"integer codecs have 2, 4 or 8 bits, not {bits}")
-    return Codec(name=f"int{bits}", bits=bits, symmetric=symmetric)
+    return Codec(name=f"int{bits}", bits=bits, symmetric=symmetric, positive_scales=positive_scales)

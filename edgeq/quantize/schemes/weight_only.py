@@ -63,7 +63,7 @@ def embedding_codec(config: WeightOnlyConfig, codec: Codec) -> tuple[Codec, str]
     """The codec for embedding tables: NF4/FP4 have no Gather kernel, so their tables use int4."""
     if codec.is_integer:
         return codec, ""
-    return get_codec("int4", config.symmetric), f"int4 for the table: no onnxruntime Gather kernel decodes {codec.name}"
+    return get_codec("int4", config.symmetric, codec.positive_scales), f"int4 for the table: no onnxruntime Gather kernel decodes {codec.name}"
 
 
 # -- calibration statistics ---------------------------------------------------------------
@@ -335,7 +335,8 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
         except re.error as exc:
             raise ConfigError(f"--exclude: {config.exclude!r} is not a valid regular expression ({exc})") from None
     fmt = config.resolved_format
-    codec = get_codec(config.weights.value, config.symmetric)
+    # The standard form is what TensorRT and other runtimes read: they refuse negative scales.
+    codec = get_codec(config.weights.value, config.symmetric, positive_scales=fmt is OnnxFormat.QDQ)
     if fmt is OnnxFormat.QDQ:
         model = _convert_opset(model, qdq.required_opset(codec.bits))
 
