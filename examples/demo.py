@@ -51,7 +51,7 @@ def main() -> None:
     run("calibrate", effnet, "--data", images_calib, "--samples", "256", "--method", "entropy",
         "-o", out / "effnet.calib.json", "--trt-cache", out / "effnet.calib.cache")
     run("quantize", effnet, "--activations", "int8", "--weights", "int8", "--data", images_calib,
-        "--samples", "256", "-o", out / "effnet.int8.onnx", "--summary", out / "effnet.int8.summary.json", "--quiet")
+        "--samples", "128", "-o", out / "effnet.int8.onnx", "--summary", out / "effnet.int8.summary.json", "--quiet")
     run("export", out / "effnet.int8.onnx", "--target", "jetson-orin-nano", "-o", out / "effnet-orin-nano")
 
     # MiniLM: weight-only 4-bit (GPTQ), 2-bit and NF4; a Jetson bundle of the 4-bit model.
@@ -71,10 +71,11 @@ def main() -> None:
     run("compare", minilm, out / "minilm.int4.onnx", out / "minilm.int2.onnx", out / "minilm.nf4.onnx",
         "--data", text_eval, "--samples", "128", "--json-out", out / "compare-minilm.json")
 
-    from edgeq.report import write_demo_report  # type: ignore[attr-defined]
+    from edgeq.report import write_demo_report
 
     report = write_demo_report(
-        [out / "compare-effnet.json", out / "compare-minilm.json"], [out / "profile.json"], out / "report.html"
+        [out / "compare-effnet.json", out / "compare-minilm.json"], [out / "profile.json"], out / "report.html",
+        json_path=out / "report.json",
     )
     print(f"\nreport: {report}\nbundles: {out / 'effnet-orin-nano'}, {out / 'minilm-orin-nano'}")
 
