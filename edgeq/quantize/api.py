@@ -61,17 +61,25 @@ def _load_schemes() -> None:
         importlib.import_module(f"{schemes.__name__}.{module.name}")
 
 
-def quantize(model: onnx.ModelProto, config: Any, inputs: QuantizeInputs | None = None) -> QuantizeResult:
-    """Quantize ``model`` (not modified in place) according to ``config``."""
+def quantize(
+    model: onnx.ModelProto, config: Any, inputs: QuantizeInputs | None = None, copy: bool = True
+) -> QuantizeResult:
+    """Quantize ``model`` according to ``config``.
+
+    ``copy=False`` lets the handler rewrite ``model`` in place, so a caller that loaded the
+    model only to quantize it holds one float copy of the weights, not two.
+    """
     handler = _HANDLERS.get(type(config))
     if handler is None:  # a scheme module imported directly registers only itself: load them all
         _load_schemes()
         handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(f"no quantization scheme is registered for {type(config).__name__}")
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return handler(copy, config, inputs or QuantizeInputs())
+    if copy:
+        duplicate = onnx.ModelProto()
+        duplicate.CopyFrom(model)
+        model = duplicate
+    return handler(model, config, inputs or QuantizeInputs())
 
 
 def quantize_file(
@@ -99,7 +107,7 @@ def quantize_file(
         from edgeq.calibrate.table import CalibrationTable
 
         table = CalibrationTable.load(calibration)
-    result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress))
+    result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress), copy=False)
     save_model(result.model, output)
     if summary_path is not None:
         result.summary.save(summary_path)
