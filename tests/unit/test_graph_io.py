@@ -48,5 +48,5 @@ def test_failed_write_leaves_existing_file(tmp_path):
 
 
 def test_directory_without_model(tmp_path):
-    with pytest.raises(ModelLoadError, match="model.onnx"):
+    with pytest.raises(ModelLoadError, match=r"model\.onnx"):
         load_model(tmp_path)
