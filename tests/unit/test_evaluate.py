@@ -123,3 +123,11 @@ def test_cli_compare_saves_json_for_reports(models, tmp_path, capsys):
     loaded = CompareResult.load(saved)
     assert [v.name for v in loaded.variants] == ["int8"] and loaded.task == "classification"
     assert 0.0 < loaded.variants[0].metrics["cosine"] <= 1.0
+
+
+def test_cli_compare_writes_html_report(models, tmp_path, capsys):
+    _, ref, good, _, eval_path = models
+    html = tmp_path / "report.html"
+    assert main(["compare", str(ref), str(good), "--data", str(eval_path), "--no-latency", "-o", str(html)]) == 0
+    assert html.is_file() and html.stat().st_size > 1000
+    assert f"wrote {html}" in capsys.readouterr().out
