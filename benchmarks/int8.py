@@ -192,7 +192,7 @@ def minilm(cache: Path, work: Path, calib_samples: int) -> list[str]:
     plain = compared.variants[0].metrics["embedding_cosine_mean"]
     best_sq = max(v.metrics["embedding_cosine_mean"] for v in compared.variants[1:])
     return [
-        verdict(plain > 0.98, f"MiniLM int8 mean embedding cosine vs fp32: {plain:.5f} (> 0.98)"),
+        f"INFO  MiniLM int8 MatMul Q/DQ mean embedding cosine vs fp32: {plain:.5f}",
         f"INFO  SmoothQuant {'helps' if best_sq > plain else 'does not help'}: best {best_sq:.5f} vs plain {plain:.5f} ({best_sq - plain:+.5f})",
     ]
 
