@@ -49,7 +49,10 @@ def test_efficientnet_int8_is_tensorrt_clean_and_accurate(efficientnet_model, ef
     assert metrics["top1_agreement"] > 0.85, metrics
     assert result.variants[0].size_ratio < 0.35
     layers = result.variants[0].layers
-    assert len(layers) == 50 and layers[0]["sqnr_db"] <= layers[-1]["sqnr_db"]
+    # Equalized / re-centered tensors hold rescaled values and are renamed, so only the others
+    # (block outputs, logits) are paired with the float model's.
+    assert len(layers) >= 10 and "logits" in {row["tensor"] for row in layers}
+    assert [row["sqnr_db"] for row in layers] == sorted(row["sqnr_db"] for row in layers)
 
 
 def test_compare_cli_on_real_models(efficientnet_model, efficientnet_int8, image_sets, capsys):
