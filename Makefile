@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -q -x --durations=15
 
 test: $(STAMP) chromium lint typecheck
-	EDGEQ_EXAMPLES_CACHE=$(CURDIR)/$(CACHE) $(PY) -m pytest -q --durations=20
+	EDGEQ_EXAMPLES_CACHE=$(CURDIR)/$(CACHE) $(PY) -m pytest -q -rs --durations=20
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/calibration.py
