@@ -27,8 +27,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +46,7 @@ from edgeq.graph.passes.weight_only import (
     weight_bytes,
 )
 from edgeq.metrics import sqnr_db
+from edgeq.progress import progress_bar
 from edgeq.quantize import algorithms
 from edgeq.quantize.algorithms import AlgorithmResult, LayerStats, weighted_error
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
@@ -553,20 +553,6 @@ class SensitivityTable:
         return sum(float_bytes(m.target) for m in self.matrices)
 
 
-@contextmanager
-def _progress(total: int, enabled: bool, description: str) -> Iterator[Any]:
-    if not enabled or total == 0:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        bar.add_task(description, total=total)
-        yield bar
 
 
 def plan_matrices(model: onnx.ModelProto, config: MixedPrecisionConfig) -> tuple[list[WeightTarget], list[LeftInFloat], dict[int, dict[str, str]]]:
@@ -633,7 +619,7 @@ def measure_sensitivity(
     probe = WeightProbe(model, targets, batches, mask_name, with_bias=method in DATA_DRIVEN) if targets else None
     matrices: list[MatrixSensitivity] = []
     total = sum(len(candidates) - len(unavailable[i]) for i in range(len(targets)))
-    with _progress(total, progress, "measuring sensitivities") as bar:
+    with progress_bar(total, progress, "measuring sensitivities") as bar:
         for i, target in enumerate(targets):
             assert probe is not None
             w = read_weight(model, target)

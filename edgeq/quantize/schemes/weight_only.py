@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from edgeq.graph.passes.weight_only import (
     read_weight,
     weight_bytes,
 )
+from edgeq.progress import progress_bar
 from edgeq.quantize import algorithms
 from edgeq.quantize.algorithms import AlgorithmResult, LayerStats
 from edgeq.quantize.algorithms.awq import awq_group
@@ -205,22 +205,6 @@ def collect_layer_stats(
 # -- the handler ----------------------------------------------------------------------------
 
 
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    if not enabled or total == 0:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True),
-    ) as bar:
-        bar.add_task("quantizing weights", total=total)
-        yield bar
-
-
 def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     """Raise the default-domain opset to ``version`` (standard DequantizeLinear blocks need it)."""
     current = opset_version(model, "")
@@ -368,7 +352,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     rewriter = WeightOnlyRewriter(model)
     groups = _input_groups(targets, config, fmt, stats)
     fitted: dict[str, AlgorithmResult] = {}
-    with _progress(len(targets), inputs.progress) as bar:
+    with progress_bar(len(targets), inputs.progress, "quantizing weights") as bar:
         for target in targets:
             group = groups.get(target.activation, [])
             if config.method is Method.AWQ and target.name not in fitted and target in group:
