@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeq.graph.passes.base import GraphIndex
+from edgeq.graph.passes.base import GraphIndex, get_attribute
 from edgeq.graph.passes.qdq import QdqPlan, WeightQuantization
 from edgeq.quantize import int8_bias, int8_weights
 
@@ -383,27 +383,32 @@ def _quantize_compute(
     runner.forget(node)
 
 
+def _conv_geometry(node: onnx.NodeProto, weight: np.ndarray) -> tuple[Any, ...] | None:
+    """(kernel, strides, pads, dilations, depthwise) of a dense or depthwise Conv; None for other groupings."""
+    group = int(get_attribute(node, "group", 1))
+    depthwise = group > 1 and group == weight.shape[0] and weight.shape[1] == 1
+    if group != 1 and not depthwise:
+        return None
+    kernel = (weight.shape[2], weight.shape[3])
+    strides = tuple(get_attribute(node, "strides", [1, 1]))
+    pads = tuple(get_attribute(node, "pads", [0, 0, 0, 0]))
+    dilations = tuple(get_attribute(node, "dilations", [1, 1]))
+    return kernel, strides, pads, dilations, depthwise
+
+
 def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray]) -> np.ndarray | None:
     """GPTQ integers on the per-channel grid, or None for layouts it does not handle."""
-    from edgeq.graph.passes.base import get_attribute
     from edgeq.quantize import int8_gptq
 
     if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
-        group = int(get_attribute(node, "group", 1))
-        depthwise = group > 1 and group == weight.shape[0] and weight.shape[1] == 1
-        if group != 1 and not depthwise:
+        geometry = _conv_geometry(node, weight)
+        if geometry is None:
             return None
-        kernel = (weight.shape[2], weight.shape[3])
-        strides = tuple(get_attribute(node, "strides", [1, 1]))
-        pads = tuple(get_attribute(node, "pads", [0, 0, 0, 0]))
-        dilations = tuple(get_attribute(node, "dilations", [1, 1]))
-        hessian = int8_gptq.conv_hessian(inputs, kernel, strides, pads, dilations, depthwise)  # type: ignore[arg-type]
+        hessian = int8_gptq.conv_hessian(inputs, *geometry)  # type: ignore[arg-type]
         rows = weight.reshape(weight.shape[0], -1)
         return int8_gptq.gptq_int8(rows, scale, hessian, act_order=False).reshape(weight.shape)
     if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
-        from edgeq.graph.passes.base import get_attribute as attr
-
-        if node.op_type == "Gemm" and int(attr(node, "transA", 0)):
+        if node.op_type == "Gemm" and int(get_attribute(node, "transA", 0)):
             return None
         hessian = int8_gptq.matmul_hessian(inputs)
         rows = weight if axis == 0 else weight.T
@@ -427,19 +432,13 @@ def _rows_per_weight(node: onnx.NodeProto, weight: np.ndarray, inputs: list[np.n
 
 def _layer_statistics(node: onnx.NodeProto, weight: np.ndarray, axis: int, inputs: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray | None:
     """The layer's weight refitted (ridge least squares) so its quantized input maps to the float output."""
-    from edgeq.graph.passes.base import get_attribute
     from edgeq.quantize import int8_gptq
 
     if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
-        group = int(get_attribute(node, "group", 1))
-        depthwise = group > 1 and group == weight.shape[0] and weight.shape[1] == 1
-        if group != 1 and not depthwise:
+        geometry = _conv_geometry(node, weight)
+        if geometry is None:
             return None
-        kernel = (weight.shape[2], weight.shape[3])
-        strides = tuple(get_attribute(node, "strides", [1, 1]))
-        pads = tuple(get_attribute(node, "pads", [0, 0, 0, 0]))
-        dilations = tuple(get_attribute(node, "dilations", [1, 1]))
-        hessian, cross = int8_gptq.conv_statistics(inputs, targets, kernel, strides, pads, dilations, depthwise)  # type: ignore[arg-type]
+        hessian, cross = int8_gptq.conv_statistics(inputs, targets, *geometry)  # type: ignore[arg-type]
         assert cross is not None
         rows = weight.reshape(weight.shape[0], -1)
         return int8_gptq.corrected_weight(rows, hessian, cross).reshape(weight.shape)
