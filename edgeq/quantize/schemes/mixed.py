@@ -63,6 +63,7 @@ from edgeq.quantize.mixed import (
     least_error_bytes,
     minimum_bytes,
 )
+from edgeq.quantize.schemes.weight_only import is_sequence_model, mask_input
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 FLOAT = "float"  # the candidate that leaves a matrix as it is
@@ -213,26 +214,6 @@ def planned_bytes(target: WeightTarget, fmt: str, block_size: int) -> int:
 # -- measuring the output error ------------------------------------------------------------------
 
 
-def _mask_input(model: onnx.ModelProto) -> str | None:
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
-        if "mask" in value.name.lower() and len(dims) == 2:
-            return value.name
-    return None
-
-
-def _sequence_model(model: onnx.ModelProto) -> bool:
-    """Every fed input is ``[batch, seq]`` with a dynamic ``seq``: padding columns can be cut."""
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
-        if len(dims) != 2 or dims[1].HasField("dim_value"):
-            return False
-    return True
-
-
 def sensitivity_batches(model: onnx.ModelProto, data: Any, samples: int) -> tuple[list[dict[str, np.ndarray]], str | None, int]:
     """The first ``samples`` calibration samples as batches, padding trimmed for sequence models.
 
@@ -247,8 +228,8 @@ def sensitivity_batches(model: onnx.ModelProto, data: Any, samples: int) -> tupl
         count += n
         if count >= samples:
             break
-    mask_name = _mask_input(model)
-    if mask_name is None or not _sequence_model(model) or not taken or mask_name not in taken[0]:
+    mask_name = mask_input(model)
+    if mask_name is None or not is_sequence_model(model) or not taken or mask_name not in taken[0]:
         return taken, mask_name, count
     joined = {name: np.concatenate([f[name] for f in taken])[:samples] for name in taken[0]}
     count = len(joined[mask_name])

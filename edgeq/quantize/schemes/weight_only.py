@@ -126,7 +126,7 @@ class _LayerStatsObserver(Observer):
         return LayerStats(hessian=self.gram / self.rows, magnitudes=self.abs_sum / self.rows, mean=self.sum / self.rows)
 
 
-def _mask_input(model: onnx.ModelProto) -> str | None:
+def mask_input(model: onnx.ModelProto) -> str | None:
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
         if "mask" in value.name.lower() and len(dims) == 2:
@@ -168,7 +168,8 @@ class _TrimmedPadding:
         return int(self.data.batch_samples(feeds))
 
 
-def _trimmable(model: onnx.ModelProto, mask_name: str) -> bool:
+def is_sequence_model(model: onnx.ModelProto) -> bool:
+    """Every fed input is ``[batch, seq]`` with a dynamic ``seq``: padding columns can be cut."""
     initializers = {t.name for t in model.graph.initializer}
     for value in model.graph.input:
         if value.name in initializers:
@@ -188,7 +189,7 @@ def collect_layer_stats(
     activations = list(dict.fromkeys(t.activation for t in targets if not t.is_embedding))
     if not activations:
         return {}
-    mask_name = _mask_input(model)
+    mask_name = mask_input(model)
     mask = _TokenMask() if mask_name is not None else None
     observers: dict[str, list[Observer]] = {}
     if mask_name is not None and mask is not None:
@@ -196,7 +197,7 @@ def collect_layer_stats(
     layer_observers = {name: _LayerStatsObserver(mask) for name in activations}
     for name, observer in layer_observers.items():
         observers.setdefault(name, []).append(observer)
-    if mask_name is not None and _trimmable(model, mask_name) and hasattr(data, "batches"):
+    if mask_name is not None and is_sequence_model(model) and hasattr(data, "batches"):
         data = _TrimmedPadding(data, mask_name)
     collect(model, data, observers, progress=progress, description="collecting X^T X")
     return {name: observer.stats() for name, observer in layer_observers.items()}
