@@ -673,6 +673,14 @@ def _plan_dla(
         plan.notes.append("DLA runs this model in fp16; layers it cannot run fall back to the GPU silently")
 
 
+def _plan_int8(profile: TargetProfile, plan: PrecisionPlan, where: str, trt: tuple[int, ...] | None) -> None:
+    """W8A8 is explicit Q/DQ with int8 weights on every backend that allows it."""
+    _require(profile, where, "int8", trt)
+    plan.quantization = "explicit"
+    plan.onnx_format = "qdq"
+    plan.stored_weights = "int8"
+
+
 def _plan_tensorrt(
     profile: TargetProfile, plan: PrecisionPlan, where: str, key: str, trt: tuple[int, ...], allow_widen: bool
 ) -> None:
@@ -683,10 +691,7 @@ def _plan_tensorrt(
     weights = plan.weights
 
     if key == "int8":
-        _require(profile, where, "int8", trt)
-        plan.quantization = "explicit"
-        plan.onnx_format = "qdq"
-        plan.stored_weights = "int8"
+        _plan_int8(profile, plan, where, trt)
         return
     if weights in ("fp32", "fp16"):
         if weights == "fp16" and not profile.precision.fp16:
@@ -734,10 +739,7 @@ def _plan_cpu(profile: TargetProfile, plan: PrecisionPlan, where: str, key: str)
     plan.float_precision = profile.precision.prefer_float
     weights = plan.weights
     if key == "int8":
-        _require(profile, where, "int8", None)
-        plan.quantization = "explicit"
-        plan.onnx_format = "qdq"
-        plan.stored_weights = "int8"
+        _plan_int8(profile, plan, where, None)
         return
     if weights in ("fp32", "fp16"):
         if weights == "fp16" and not profile.precision.fp16:
