@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgeq.errors import UnsupportedError
-from edgeq.graph.passes.base import GraphIndex
+from edgeq.graph.passes.base import GraphIndex, replace_nodes
 from edgeq.graph.quantizable import node_name
 
 INT8_MAX = 127.0
@@ -91,13 +91,7 @@ def strip_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, float]
     outputs = {o.name for o in graph.output}
     for name in set(rename) & outputs:
         raise UnsupportedError(f"graph output {name} comes straight from a DequantizeLinear; cannot strip it")
-    copies = []
-    for node in kept:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copies.append(copy)
-    del graph.node[:]
-    graph.node.extend(copies)
+    replace_nodes(graph, kept)
     used = {i for n in graph.node for i in n.input} | outputs
     inits = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
