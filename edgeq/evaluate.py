@@ -8,6 +8,13 @@ graphs keep the float graph's node output names.
 
 Everything streams batch by batch: per-layer errors are accumulated sums, never stored
 activations; only the final outputs' small summaries (logits, pooled embeddings) are kept.
+
+Accuracy is that of the graph as ONNX defines it: onnxruntime runs with graph optimizations
+off, so every QuantizeLinear/DequantizeLinear is computed exactly as written. That is what TensorRT, ARM
+CPUs and x86 CPUs with VNNI compute. onnxruntime's fused int8 kernels on an x86 CPU without VNNI
+(AVX2, plain AVX-512) add pairs of u8 x s8 products in saturating 16-bit registers and can lose
+far more than quantization did; ``edgeq quantize --layout onnxruntime --reduce-range`` writes
+weights that cannot saturate there. Latency is measured with every optimization on, as deployed.
 """
 
 from __future__ import annotations
@@ -166,6 +173,8 @@ class _Session:
         options = ort.SessionOptions()
         options.intra_op_num_threads = LATENCY_THREADS
         options.log_severity_level = 3
+        # No Q/DQ fusion: the numbers must not depend on this host's int8 kernels (module docstring).
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self.session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types

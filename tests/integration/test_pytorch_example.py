@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+
+from edgeq.evaluate import compare_models
 
 pytest.importorskip("torch")
 
@@ -46,12 +46,10 @@ def test_pytorch_end_to_end_example(tmp_path, example_cache, image_sets):
     onnx.checker.check_model(quantized, full_check=True)
     assert sum(n.op_type == "QuantizeLinear" for n in quantized.graph.node) > 40
     _, eval_npz = image_sets
-    images = np.load(eval_npz)["input"][:32]
-    float_logits = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
-    int8_logits = ort.InferenceSession(str(out / "efficientnet.int8.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"input": images}
-    )[0]
-    agreement = float(np.mean(float_logits.argmax(1) == int8_logits.argmax(1)))
+    # Accuracy by the graph's ONNX meaning (what TensorRT on the board computes), not by this
+    # host's fused int8 kernels, which saturate on x86 CPUs without VNNI (edgeq.evaluate).
+    compared = compare_models(exported[0], [out / "efficientnet.int8.onnx"], eval_npz, samples=32, latency=False, layers=False)
+    agreement = compared.variants[0].metrics["top1_agreement"]
     assert agreement >= 0.75, f"int8 top-1 agrees with float on only {agreement:.0%} of 32 held-out images"
 
     # Steps 4-5: a bundle for the board and a latency report of it.

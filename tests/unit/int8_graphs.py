@@ -7,9 +7,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def mobilenet_block(seed: int = 0, batchnorm: bool = True, channels: int = 8) -> onnx.ModelProto:
+def mobilenet_block(seed: int = 0, batchnorm: bool = True, channels: int = 8, head_relu6: bool = False) -> onnx.ModelProto:
     """stem conv (+BN) -> ReLU6 -> expand -> ReLU6 -> depthwise -> ReLU6 -> project -> residual Add
-    -> MaxPool -> head conv -> ReLU -> GlobalAveragePool -> Flatten -> Gemm."""
+    -> MaxPool -> head conv -> ReLU (ReLU6 with ``head_relu6``) -> GlobalAveragePool -> Flatten -> Gemm."""
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
@@ -42,7 +42,10 @@ def mobilenet_block(seed: int = 0, batchnorm: bool = True, channels: int = 8) ->
     nodes.append(helper.make_node("Add", ["p", "a0"], ["r"], name="residual_add"))
     nodes.append(helper.make_node("MaxPool", ["r"], ["mp"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]))
     nodes.append(helper.make_node("Conv", ["mp", param("head.w", (4 * c, c, 1, 1)), param("head.b", (4 * c,), 0.1)], ["h"], name="head"))
-    nodes.append(helper.make_node("Relu", ["h"], ["hr"], name="relu_head"))
+    if head_relu6:
+        nodes.append(helper.make_node("Clip", ["h", "zero", "six"], ["hr"], name="relu6_head"))
+    else:
+        nodes.append(helper.make_node("Relu", ["h"], ["hr"], name="relu_head"))
     nodes.append(helper.make_node("GlobalAveragePool", ["hr"], ["gap"], name="gap"))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
     nodes.append(helper.make_node("Gemm", ["flat", param("fc.w", (10, 4 * c)), param("fc.b", (10,), 0.1)], ["logits"], name="fc", transB=1))
@@ -92,10 +95,15 @@ def mlp_with_layernorm(seed: int = 0, width: int = 16, outlier_channel: int = 3)
     return model
 
 
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], exact: bool = False) -> list[np.ndarray]:
+    """Outputs from onnxruntime; ``exact`` turns graph optimizations off, so Q/DQ are computed as
+    written rather than by fused int8 kernels (which saturate on x86 CPUs without VNNI)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return list(session.run(None, feeds))
 
 
