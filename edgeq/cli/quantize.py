@@ -40,6 +40,8 @@ def build_config(
     budget: str | None,
     avg_bits: float | None,
     candidates: str,
+    layout: str = "tensorrt",
+    reduce_range: bool = False,
 ) -> Any:
     """Map CLI options onto one config object; the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
@@ -60,12 +62,15 @@ def build_config(
     if activations == "int8":
         if weights != "int8":
             raise ConfigError(f"--weights {weights} with --activations int8: W8A8 needs --weights int8")
-        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant}
+        choice(layout, ("tensorrt", "onnxruntime"), "--layout")
+        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant, "layout": layout, "reduce_range": reduce_range}
         if op_types:
             kwargs["op_types"] = tuple(o.strip() for o in op_types.split(",") if o.strip())
         return Int8Config(**kwargs)
     if smoothquant is not None:
         raise ConfigError("--smoothquant applies to --activations int8 only")
+    if layout != "tensorrt" or reduce_range:
+        raise ConfigError("--layout and --reduce-range apply to --activations int8 only")
     return WeightOnlyConfig(
         weights=weights,  # type: ignore[arg-type]
         block_size=block_size,
@@ -97,6 +102,8 @@ def quantize_command(
     exclude: str | None = typer.Option(None, "--exclude", help="Regex of node names to leave in float."),
     op_types: str | None = typer.Option(None, "--op-types", help="Comma list of op types for int8 QDQ."),
     smoothquant: float | None = typer.Option(None, "--smoothquant", help="SmoothQuant alpha (int8)."),
+    layout: str = typer.Option("tensorrt", "--layout", help="int8 Q/DQ for tensorrt (its rules) or onnxruntime (its CPU kernels fuse it)."),
+    reduce_range: bool = typer.Option(False, "--reduce-range", help="int8, layout onnxruntime: dense weights in [-64, 64] for x86 CPUs without VNNI."),
     budget: str | None = typer.Option(None, "--budget", help="Mixed precision: weight bytes, e.g. 12MB."),
     avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average bits per weight."),
     candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
@@ -108,7 +115,7 @@ def quantize_command(
 
     config = build_config(
         weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
-        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range,
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,

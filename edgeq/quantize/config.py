@@ -99,6 +99,13 @@ class Int8Config(Serializable):
     smoothquant_alpha: float | None = None
     fold_batchnorm: bool = True
     recenter: bool = True  # shift ReLU6 outputs to [-3, 3] so symmetric int8 uses all 8 bits (needs data)
+    # "tensorrt": symmetric Q/DQ on compute inputs (TensorRT's rules, passes its lint);
+    # "onnxruntime": the same numbers laid out so onnxruntime's CPU kernels fuse them
+    # (re-centered tensors as zero points, conv outputs into residual Adds quantized).
+    layout: str = "tensorrt"
+    # Dense layers' weights in [-64, 64] (onnxruntime's reduce_range): x86 CPUs without VNNI
+    # saturate int16 pair sums of full-range int8 in onnxruntime's kernels. Layout onnxruntime only.
+    reduce_range: bool = False
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,9 @@ def _inverse_upper(h: np.ndarray, damp: float) -> np.ndarray:
     return np.swapaxes(lower, -1, -2)
 
 
-def gptq_int8(weight_rows: np.ndarray, scale: np.ndarray, hessian: np.ndarray, damp: float = DEFAULT_DAMP, act_order: bool = True) -> np.ndarray:
+def gptq_int8(
+    weight_rows: np.ndarray, scale: np.ndarray, hessian: np.ndarray, damp: float = DEFAULT_DAMP, act_order: bool = True, qmax: int = QMAX
+) -> np.ndarray:
     """int8 values for ``weight_rows`` ``[R, D]`` on the fixed per-row grid ``scale`` ``[R]``.
 
     ``hessian`` is ``[D, D]`` (shared by all rows) or ``[R, D, D]`` (one per row, depthwise).
@@ -207,7 +209,7 @@ def gptq_int8(weight_rows: np.ndarray, scale: np.ndarray, hessian: np.ndarray, d
     q = np.zeros(w.shape, np.int8)
     for j in range(w.shape[1]):
         col = w[:, j]
-        qj = np.clip(np.rint(col / s), -QMAX, QMAX)
+        qj = np.clip(np.rint(col / s), -qmax, qmax)
         q[:, j] = qj
         diag_j = u[j, j] if shared else u[:, j, j]
         err = (col - qj * s) / diag_j

@@ -46,6 +46,7 @@ class SequentialOptions:
     search_batches: int = 2  # batches used for the amax and clipping searches (all for the bias)
     gptq: bool = True  # GPTQ rounding on the chosen grid, kept per output channel where it lowers the error
     target_correction: bool = False  # refit weights onto the float output (least squares): off, it inflates weight ranges
+    reduce_range: bool = False  # dense layers' weights in [-64, 64]: no int16 saturation in onnxruntime on x86 without VNNI
     threads: int = 2
 
 
@@ -109,6 +110,16 @@ class _NodeRunner:
         session = self._session(node, weight_as_input, feeds)
         wanted = {i.name for i in session.get_inputs()}
         return list(session.run(None, {k: v for k, v in feeds.items() if k in wanted}))
+
+
+def weight_qmax(node: onnx.NodeProto, weight: np.ndarray, reduce_range: bool) -> int:
+    """The weight grid's half width. Reduced only where onnxruntime runs a GEMM (dense and grouped
+    convs, MatMul, Gemm); its depthwise kernel accumulates in 32 bits and keeps all of int8."""
+    if not reduce_range:
+        return int8_weights.WEIGHT_QMAX
+    group = int(get_attribute(node, "group", 1)) if node.op_type == "Conv" else 1
+    depthwise = group > 1 and group == weight.shape[0] and weight.ndim > 1 and weight.shape[1] == 1
+    return int8_weights.WEIGHT_QMAX if depthwise else int8_weights.REDUCED_WEIGHT_QMAX
 
 
 def _output_channel_axis(node: onnx.NodeProto) -> int:
@@ -288,18 +299,19 @@ def _quantize_compute(
         return runner.run(node, {**feeds, weight_name: w.astype(weight.dtype)}, weight_as_input=True)[0]
 
     ref_out = [run({n: ref[n][b] for n in node.input[:1]}, weight) for b in range(n_batches)]
+    qmax = weight_qmax(node, weight, options.reduce_range)
     # Start from the weight-MSE scales (data-free), then refine by output error.
     if axis is None:
-        scale = np.asarray(int8_weights.scale_from_amax(np.abs(weight).max()), np.float32).reshape(())
+        scale = np.asarray(int8_weights.scale_from_amax(np.abs(weight).max(), qmax), np.float32).reshape(())
     elif options.weight_clipping == "max":
-        scale = int8_weights.max_weight_scales(weight, axis)
+        scale = int8_weights.max_weight_scales(weight, axis, qmax)
     else:
-        scale = int8_weights.mse_weight_scales(weight, axis)
+        scale = int8_weights.mse_weight_scales(weight, axis, qmax=qmax)
 
     def fq_weight(s: np.ndarray) -> np.ndarray:
         if axis is None:
-            return int8_weights.fake_quantize_weight(weight.reshape(1, -1), s.reshape(1), 0).reshape(weight.shape)
-        return int8_weights.fake_quantize_weight(weight, s, axis)
+            return int8_weights.fake_quantize_weight(weight.reshape(1, -1), s.reshape(1), 0, qmax).reshape(weight.shape)
+        return int8_weights.fake_quantize_weight(weight, s, axis, qmax)
 
     act_tensor = node.input[0]
     raw_inputs = [qnt[act_tensor][b] for b in range(n_search)]
@@ -319,9 +331,9 @@ def _quantize_compute(
         if corrected is not None:
             weight = corrected.astype(weight.dtype)
             if options.weight_clipping == "max":
-                scale = int8_weights.max_weight_scales(weight, axis)
+                scale = int8_weights.max_weight_scales(weight, axis, qmax)
             else:
-                scale = int8_weights.mse_weight_scales(weight, axis)
+                scale = int8_weights.mse_weight_scales(weight, axis, qmax=qmax)
     search_feeds = [quant_inputs(node, b) for b in range(n_search)]
     slot = bias_slot(model, node) if options.bias_correction else None
     centered = slot is not None
@@ -329,20 +341,20 @@ def _quantize_compute(
         amax = int8_weights.channel_absmax(weight, axis).astype(np.float64)
         errors = []
         for ratio in options.ratios:
-            s = int8_weights.scale_from_amax(amax * ratio)
+            s = int8_weights.scale_from_amax(amax * ratio, qmax)
             outs = [run(f, fq_weight(s)) for f in search_feeds]
             errors.append(_channel_error(ref_out[:n_search], outs, out_axis, centered))
         best = np.asarray(options.ratios)[np.argmin(np.stack(errors), axis=0)]
-        scale = int8_weights.scale_from_amax(amax * best)
+        scale = int8_weights.scale_from_amax(amax * best, qmax)
     values = (
-        int8_weights.quantize_weight(weight.reshape(1, -1), scale.reshape(1), 0).reshape(weight.shape)
+        int8_weights.quantize_weight(weight.reshape(1, -1), scale.reshape(1), 0, qmax).reshape(weight.shape)
         if axis is None
-        else int8_weights.quantize_weight(weight, scale, axis)
+        else int8_weights.quantize_weight(weight, scale, axis, qmax)
     )
     if options.gptq and axis is not None:
         inputs = [quant_inputs(node, b)[act_tensor] for b in range(n_batches)]
         enough = _rows_per_weight(node, weight, inputs) >= MIN_ROWS_PER_WEIGHT_GPTQ
-        rounded = _gptq_values(node, weight, scale, axis, inputs) if enough else None
+        rounded = _gptq_values(node, weight, scale, axis, inputs, qmax) if enough else None
         if rounded is not None:
             shape = [1] * weight.ndim
             shape[axis] = -1
@@ -396,7 +408,9 @@ def _conv_geometry(node: onnx.NodeProto, weight: np.ndarray) -> tuple[Any, ...] 
     return kernel, strides, pads, dilations, depthwise
 
 
-def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray]) -> np.ndarray | None:
+def _gptq_values(
+    node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray], qmax: int
+) -> np.ndarray | None:
     """GPTQ integers on the per-channel grid, or None for layouts it does not handle."""
     from edgeq.quantize import int8_gptq
 
@@ -406,13 +420,13 @@ def _gptq_values(node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, ax
             return None
         hessian = int8_gptq.conv_hessian(inputs, *geometry)  # type: ignore[arg-type]
         rows = weight.reshape(weight.shape[0], -1)
-        return int8_gptq.gptq_int8(rows, scale, hessian, act_order=False).reshape(weight.shape)
+        return int8_gptq.gptq_int8(rows, scale, hessian, act_order=False, qmax=qmax).reshape(weight.shape)
     if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
         if node.op_type == "Gemm" and int(get_attribute(node, "transA", 0)):
             return None
         hessian = int8_gptq.matmul_hessian(inputs)
         rows = weight if axis == 0 else weight.T
-        q = int8_gptq.gptq_int8(rows, scale, hessian, act_order=False)
+        q = int8_gptq.gptq_int8(rows, scale, hessian, act_order=False, qmax=qmax)
         return q if axis == 0 else q.T
     return None
 

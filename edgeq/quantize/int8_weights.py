@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 WEIGHT_QMAX = 127
+# onnxruntime's int8 GEMM on x86 without VNNI adds two u8 x s8 products in a saturating int16:
+# 255 * (64 + 64) = 32640 fits, 255 * (127 + 127) does not. Its quantizer calls this reduce_range.
+REDUCED_WEIGHT_QMAX = 64
 ACTIVATION_QMIN, ACTIVATION_QMAX = -128, 127
 # Clip ratios tried per channel (fraction of the channel's absolute maximum).
 DEFAULT_CLIP_RATIOS = tuple(float(r) for r in np.linspace(0.5, 1.0, 26))
@@ -39,19 +42,19 @@ def scale_from_amax(amax: np.ndarray | float, qmax: int = WEIGHT_QMAX) -> np.nda
     return np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
 
 
-def quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
-    """int8 values in [-127, 127] (round half to even, as QuantizeLinear does)."""
+def quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> np.ndarray:
+    """int8 values in [-qmax, qmax] (round half to even, as QuantizeLinear does)."""
     s = _broadcast(np.asarray(scale, np.float32), weight.ndim, axis)
     q = np.rint(np.asarray(weight, np.float32) / s)
-    return np.clip(q, -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    return np.clip(q, -qmax, qmax).astype(np.int8)
 
 
 def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     return (q.astype(np.float32) * _broadcast(np.asarray(scale, np.float32), q.ndim, axis)).astype(np.float32)
 
 
-def fake_quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
-    return dequantize_weight(quantize_weight(weight, scale, axis), scale, axis)
+def fake_quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> np.ndarray:
+    return dequantize_weight(quantize_weight(weight, scale, axis, qmax), scale, axis)
 
 
 def fake_quantize_activation(x: np.ndarray, amax: float) -> np.ndarray:
@@ -66,6 +69,7 @@ def clip_errors(
     axis: int,
     ratios: tuple[float, ...] = DEFAULT_CLIP_RATIOS,
     importance: np.ndarray | None = None,
+    qmax: int = WEIGHT_QMAX,
 ) -> np.ndarray:
     """Squared quantization error per (ratio, channel): ``[len(ratios), channels]``.
 
@@ -80,8 +84,8 @@ def clip_errors(
         weights = np.broadcast_to(np.asarray(importance, np.float64), w.shape)
     errors = np.empty((len(ratios), w.shape[0]))
     for i, ratio in enumerate(ratios):
-        scale = np.where(amax > 0, amax * ratio / WEIGHT_QMAX, 1.0)[:, None]
-        err = (np.clip(np.rint(w / scale), -WEIGHT_QMAX, WEIGHT_QMAX) * scale - w) ** 2
+        scale = np.where(amax > 0, amax * ratio / qmax, 1.0)[:, None]
+        err = (np.clip(np.rint(w / scale), -qmax, qmax) * scale - w) ** 2
         errors[i] = (err * weights).sum(axis=1) if weights is not None else err.sum(axis=1)
     return errors
 
@@ -91,16 +95,17 @@ def mse_weight_scales(
     axis: int,
     ratios: tuple[float, ...] = DEFAULT_CLIP_RATIOS,
     importance: np.ndarray | None = None,
+    qmax: int = WEIGHT_QMAX,
 ) -> np.ndarray:
     """Per-channel scales whose clipping threshold minimises the squared weight error."""
     amax = channel_absmax(weight, axis).astype(np.float64)
-    errors = clip_errors(weight, axis, ratios, importance)
+    errors = clip_errors(weight, axis, ratios, importance, qmax)
     best = np.asarray(ratios)[np.argmin(errors, axis=0)]
-    return scale_from_amax(amax * best)
+    return scale_from_amax(amax * best, qmax)
 
 
-def max_weight_scales(weight: np.ndarray, axis: int) -> np.ndarray:
-    return scale_from_amax(channel_absmax(weight, axis))
+def max_weight_scales(weight: np.ndarray, axis: int, qmax: int = WEIGHT_QMAX) -> np.ndarray:
+    return scale_from_amax(channel_absmax(weight, axis), qmax)
 
 
 def weight_sqnr_db(weight: np.ndarray, scale: np.ndarray, axis: int) -> float:

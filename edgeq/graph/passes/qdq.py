@@ -88,8 +88,13 @@ def _source_through_shape_ops(index: GraphIndex, tensor: str) -> tuple[str, onnx
     return tensor, node
 
 
-def plan_qdq(model: onnx.ModelProto, node_names: list[str]) -> QdqPlan:
-    """Decide the Q/DQ placement for quantizing ``node_names`` (compute nodes with constant weights)."""
+def plan_qdq(model: onnx.ModelProto, node_names: list[str], conv_outputs_into_add: bool = False) -> QdqPlan:
+    """Decide the Q/DQ placement for quantizing ``node_names`` (compute nodes with constant weights).
+
+    ``conv_outputs_into_add`` also quantizes the conv side of a residual ``Add``: TensorRT fuses
+    that Add into the conv and wants its float output, but onnxruntime runs a conv in int8 only
+    when its output is quantized, and then adds the two int8 tensors.
+    """
     graph = model.graph
     index = GraphIndex(graph)
     by_name = {n.name: n for n in graph.node}
@@ -111,11 +116,15 @@ def plan_qdq(model: onnx.ModelProto, node_names: list[str]) -> QdqPlan:
         # The Add fuses into the Conv whose output only it reads; the other input is the residual.
         # (Both inputs may come from convs: the skip input is the one with other readers.)
         fusable = [i for i in from_conv if index.single_reader(node.input[i]) is not None]
-        other = 1 - (fusable or from_conv)[-1]
+        conv_slot = (fusable or from_conv)[-1]
+        other = 1 - conv_slot
         residual = node.input[other]
         if index.is_constant(residual):
             continue
         plan.add(residual, node.name, other, f"residual input of Add {node.name} after a quantized Conv")
+        if conv_outputs_into_add:
+            conv = index.producer[node.input[conv_slot]].name
+            plan.add(node.input[conv_slot], node.name, conv_slot, f"output of Conv {conv} into Add {node.name}, so onnxruntime runs both in int8")
     # Pooling and Concat stay in int8 when their inputs are quantized too; repeat until nothing
     # changes, since a Concat may feed a pool that feeds a quantized conv.
     changed = True

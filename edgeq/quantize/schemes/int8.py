@@ -1,4 +1,4 @@
-"""W8A8 int8 for TensorRT: BN folding, equalization, sequential calibration, Q/DQ.
+"""W8A8 int8: BN folding, equalization, sequential calibration, Q/DQ for TensorRT or onnxruntime.
 
 The order matters. BatchNorm is folded first (the weights TensorRT will run). Channels are
 equalized next, on statistics of the folded model, so every activation grid is used well.
@@ -6,7 +6,8 @@ Activation thresholds are then measured on the equalized model, and finally each
 activation range, weight clipping and bias are chosen in topological order on the outputs of
 the already-quantized layers (``int8_sequential``). With only a calibration table (no data),
 the table's thresholds and data-free weight clipping are used, and the summary says what was
-not done.
+not done. The onnxruntime layout is the same numbers written the way its CPU kernels fuse:
+conv outputs into residual Adds quantized too, re-centered tensors as zero points.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from edgeq.quantize.config import Int8Config
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 ACTIVATION_METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
+LAYOUTS = ("tensorrt", "onnxruntime")
 # Samples the layer-by-layer search keeps in memory (two streams of live activations).
 SEQUENTIAL_SAMPLES = 48
 # Migration strength for equalizing into a dense consumer (a depthwise consumer takes it all).
@@ -42,6 +44,10 @@ def _check_config(config: Int8Config) -> None:
         raise ConfigError(f"--op-types: {', '.join(unknown)} cannot be int8 QDQ; expected some of {', '.join(COMPUTE_OPS)}")
     if config.activation_method not in ACTIVATION_METHODS:
         raise ConfigError(f"activation method {config.activation_method!r}; expected one of {', '.join(ACTIVATION_METHODS)}")
+    if config.layout not in LAYOUTS:
+        raise ConfigError(f"--layout: {config.layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if config.reduce_range and config.layout != "onnxruntime":
+        raise ConfigError("--reduce-range is for --layout onnxruntime (x86 CPUs without VNNI); TensorRT's int8 does not saturate")
     if config.weight_clipping not in ("mse", "max"):
         raise ConfigError(f"weight clipping {config.weight_clipping!r}; expected mse or max")
     if config.smoothquant_alpha is not None and not 0.0 <= config.smoothquant_alpha <= 1.0:
@@ -108,8 +114,9 @@ def _equalize(model: onnx.ModelProto, data: Any, quantized: set[str], progress: 
     return len(cle.applied), [f"{p.producer} -> {p.consumer}" for p in cle.applied]
 
 
-def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str) -> dict[str, WeightQuantization]:
+def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str, reduce_range: bool) -> dict[str, WeightQuantization]:
     from edgeq.graph.passes.base import GraphIndex
+    from edgeq.quantize.int8_sequential import weight_qmax
 
     index = GraphIndex(model.graph)
     by_name = {n.name: n for n in model.graph.node}
@@ -118,19 +125,23 @@ def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str) -> dic
         weight = index.constant(by_name[name].input[1])
         assert weight is not None
         axis = plan.weight_axes[name]
-        if axis is None:
-            flat = weight.reshape(1, -1)
-            scale = int8_weights.mse_weight_scales(flat, 0) if clipping == "mse" else int8_weights.max_weight_scales(flat, 0)
-            values = int8_weights.quantize_weight(flat, scale, 0).reshape(weight.shape)
-            out[name] = WeightQuantization(values, scale.reshape(()), None)
+        qmax = weight_qmax(by_name[name], weight, reduce_range)
+        view, view_axis = (weight.reshape(1, -1), 0) if axis is None else (weight, axis)
+        if clipping == "mse":
+            scale = int8_weights.mse_weight_scales(view, view_axis, qmax=qmax)
         else:
-            scale = int8_weights.mse_weight_scales(weight, axis) if clipping == "mse" else int8_weights.max_weight_scales(weight, axis)
-            out[name] = WeightQuantization(int8_weights.quantize_weight(weight, scale, axis), scale, axis)
+            scale = int8_weights.max_weight_scales(view, view_axis, qmax)
+        values = int8_weights.quantize_weight(view, scale, view_axis, qmax).reshape(weight.shape)
+        out[name] = WeightQuantization(values, scale.reshape(()) if axis is None else scale, axis)
     return out
 
 
-def _scheme_text(config: Int8Config, axis: int | None, method: str, sequential: bool, gptq: tuple[int, int] | None) -> str:
+def _scheme_text(
+    config: Int8Config, axis: int | None, method: str, sequential: bool, gptq: tuple[int, int] | None, qmax: int
+) -> str:
     weights = f"per-channel (axis {axis})" if axis is not None else "per-tensor"
+    if qmax != int8_weights.WEIGHT_QMAX:
+        weights += f" in [-{qmax}, {qmax}] (reduce range)"
     clip = "clip by output MSE" if (sequential and config.weight_clipping == "mse") else f"clip {config.weight_clipping}"
     rounding = f", GPTQ rounding on {gptq[0]}/{gptq[1]} channels" if gptq else ""
     return f"int8 W8A8: weights {weights}, {clip}{rounding}; activation per-tensor ({method})"
@@ -193,7 +204,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         sq.call(model)
         summary.notes.append(f"smoothquant alpha {config.smoothquant_alpha}: migrated {len(sq.applied)} activation tensors into their weights")
 
-    plan = plan_qdq(model, selected)
+    plan = plan_qdq(model, selected, conv_outputs_into_add=config.layout == "onnxruntime")
     candidates: dict[str, dict[str, float]] = {}
     if data is not None:
         histograms = _observe(model, data, list(plan.activations), None, inputs.progress)
@@ -218,6 +229,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
             weight_clipping=config.weight_clipping,
             bias_correction=config.bias_correction,
             activation_method=config.activation_method,
+            reduce_range=config.reduce_range,
         )
         seq = sequential_quantize(model, plan, batches, candidates, options)
         amax, methods, weights, errors = seq.activation_amax, seq.activation_method, seq.weights, seq.errors
@@ -229,11 +241,13 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         method = config.activation_method if config.activation_method != "auto" else "mse"
         amax = {t: c.get(method, c["minmax"]) for t, c in candidates.items()}
         methods = dict.fromkeys(candidates, method)
-        weights = _static_weights(model, plan, config.weight_clipping)
+        weights = _static_weights(model, plan, config.weight_clipping, config.reduce_range)
         errors = {}
         gptq_channels = {}
         if config.bias_correction:
             summary.notes.append("bias correction skipped: it needs --data (samples through the quantized layers)")
+
+    from edgeq.quantize.int8_sequential import weight_qmax
 
     before = {n.name: n for n in model.graph.node}
     act_of = {name: before[name].input[0] for name in plan.nodes}
@@ -247,7 +261,10 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
                 name=name,
                 op_type=op_of[name],
                 quantized=True,
-                scheme=_scheme_text(config, weights[name].axis, method, sequential, gptq_channels.get(name)),
+                scheme=_scheme_text(
+                    config, weights[name].axis, method, sequential, gptq_channels.get(name),
+                    weight_qmax(before[name], weights[name].values, config.reduce_range),
+                ),
                 weight=weight_of[name],
                 bits=8,
                 method=method,
@@ -257,11 +274,21 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
     extra = sorted(set(plan.activations) - set(act_of.values()))
     for tensor in extra:
         summary.notes.append(f"Q/DQ on {tensor}: {plan.roles[tensor]}")
-    from edgeq.export.trt_lint import lint_tensorrt
+    if config.layout == "onnxruntime":
+        from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
 
-    violations = lint_tensorrt(model)
-    if violations:  # edgeq's own graphs must pass its lint; anything else is a bug to report
-        raise RuntimeError("edgeq wrote a Q/DQ graph that fails the TensorRT lint: " + "; ".join(map(str, violations[:5])))
+        to_zero_points = CentersToZeroPoints()
+        to_zero_points.call(model)
+        summary.notes.append(
+            f"layout onnxruntime: {len(to_zero_points.converted)} re-centered activations written with zero point -128 "
+            f"({to_zero_points.pads_removed} Pad nodes folded back into their convs); not for TensorRT, which needs zero points of 0"
+        )
+    else:
+        from edgeq.export.trt_lint import lint_tensorrt
+
+        violations = lint_tensorrt(model)
+        if violations:  # edgeq's own graphs must pass its lint; anything else is a bug to report
+            raise RuntimeError("edgeq wrote a Q/DQ graph that fails the TensorRT lint: " + "; ".join(map(str, violations[:5])))
     summary.weight_bytes_before = sum(int(np.prod(w.values.shape)) * 4 for w in weights.values())
     summary.weight_bytes_after = sum(int(np.prod(w.values.shape)) for w in weights.values())
     return QuantizeResult(model, summary)

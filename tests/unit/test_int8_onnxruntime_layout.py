@@ -1,0 +1,159 @@
+"""int8 for onnxruntime's CPU kernels: the zero-point rewrite of re-centered tensors is exact,
+onnxruntime then fuses every conv into QLinearConv, and reduce range removes int16 saturation."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from edgeq import metrics
+from edgeq.cli import main
+from edgeq.data import load_data
+from edgeq.errors import ConfigError
+from edgeq.export import lint_tensorrt
+from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
+from edgeq.quantize import Int8Config, QuantizeInputs, quantize
+from edgeq.quantize.int8_sequential import weight_qmax
+from tests.unit.int8_graphs import images, mobilenet_block, run
+
+
+def _optimized_nodes(model: onnx.ModelProto, path) -> list[onnx.NodeProto]:
+    """The graph onnxruntime actually runs, with every optimization (and Q/DQ fusion) on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(path)
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return list(onnx.load(str(path)).graph.node)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray, fused: bool = False) -> np.ndarray:
+    return run(model, {"input": x}, exact=not fused)[0]
+
+
+def _quantize(model: onnx.ModelProto, config: Int8Config) -> onnx.ModelProto:
+    data = load_data({"input": images(48)}, model, batch_size=8)
+    return quantize(model, config, QuantizeInputs(data=data, progress=False)).model
+
+
+@pytest.fixture(scope="module")
+def block() -> onnx.ModelProto:
+    return mobilenet_block(head_relu6=True)
+
+
+@pytest.fixture(scope="module")
+def tensorrt_int8(block) -> onnx.ModelProto:
+    return _quantize(block, Int8Config())
+
+
+def _initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+
+
+def test_zero_points_are_the_same_numbers_without_pads(tensorrt_int8):
+    trt = tensorrt_int8
+    assert sum(n.op_type == "Pad" for n in trt.graph.node) >= 1  # re-centering made the padding explicit
+    converted = onnx.ModelProto()
+    converted.CopyFrom(trt)
+    rewrite = CentersToZeroPoints()
+    assert rewrite.call(converted).modified
+    onnx.checker.check_model(converted, full_check=True)
+    # expand and depthwise ReLU6 outputs and the head's (read by the mean); the stem's also feeds
+    # the residual Add, so it was never re-centered
+    assert sorted(rewrite.converted) == ["d6_equalized_centered", "e6_equalized_centered", "hr_centered"]
+    assert rewrite.pads_removed == 1
+    assert not any(n.op_type == "Pad" for n in converted.graph.node)
+    for tensor in rewrite.converted:
+        q = next(n for n in converted.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+        assert int(_initializer(converted, q.input[2])) == -128
+        assert np.isclose(float(_initializer(converted, q.input[1])) * 128 * 2, 6.0, rtol=1e-6)  # c = hi / 2
+    # The mean keeps reading centered values: one Sub after it.
+    assert sum(n.op_type == "Sub" for n in converted.graph.node) == 1
+    # Exact arithmetic, up to float rounding of the shifted biases (a code may flip at a tie).
+    x = images(64, seed=11)
+    before, after = _run(trt, x), _run(converted, x)
+    assert metrics.sqnr_db(before, after) > 80.0
+    # TensorRT would refuse it: its explicit quantization needs zero points of 0.
+    assert any("zero point" in str(v) for v in lint_tensorrt(converted))
+
+
+def test_rewrite_leaves_other_graphs_alone(block):
+    plain = onnx.ModelProto()
+    plain.CopyFrom(block)
+    assert not CentersToZeroPoints().call(plain).modified
+    assert plain == block
+
+
+def test_onnxruntime_layout_fuses_every_conv(block, tmp_path):
+    model = _quantize(block, Int8Config(layout="onnxruntime"))
+    onnx.checker.check_model(model, full_check=True)
+    x = images(64, seed=7)
+    assert metrics.sqnr_db(_run(block, x), _run(model, x)) > 28.0
+    nodes = _optimized_nodes(model, tmp_path / "optimized.onnx")
+    int8_convs = {n.name.split("_token")[0] for n in nodes if n.op_type == "QLinearConv"}
+    # The padded depthwise (was behind an explicit Pad) and the project conv before the residual
+    # Add (had a float output) now run in int8; no Pad is left.
+    assert {"dw", "project", "head"} <= int8_convs, int8_convs
+    assert not any(n.op_type == "Pad" for n in nodes)
+
+
+def test_tensorrt_layout_keeps_float_conv_before_residual_add(tensorrt_int8, tmp_path):
+    """The contrast that motivates the layout: TensorRT fuses the Add into the conv, onnxruntime cannot."""
+    nodes = _optimized_nodes(tensorrt_int8, tmp_path / "optimized.onnx")
+    int8_convs = {n.name.split("_token")[0] for n in nodes if n.op_type == "QLinearConv"}
+    assert "project" not in int8_convs
+    assert any(n.op_type == "Pad" for n in nodes)
+
+
+def test_reduce_range_bounds_dense_weights_only(block):
+    model = _quantize(block, Int8Config(layout="onnxruntime", reduce_range=True))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    seen = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            values = _initializer(model, producers[node.input[1]].input[0])
+            seen[node.name] = int(np.abs(values.astype(np.int32)).max())
+    assert seen["dw"] > 64  # depthwise: onnxruntime accumulates in 32 bits, full int8 kept
+    assert all(v <= 64 for name, v in seen.items() if name != "dw"), seen
+    # Fused kernels and the exact Q/DQ definition agree (on any x86 CPU, VNNI or not).
+    x = images(64, seed=5)
+    assert metrics.sqnr_db(_run(model, x), _run(model, x, fused=True)) > 30.0
+    assert metrics.sqnr_db(_run(block, x), _run(model, x)) > 25.0
+
+
+def test_weight_qmax_rule():
+    from onnx import helper
+
+    dense = helper.make_node("Conv", ["x", "w"], ["y"], group=1)
+    depthwise = helper.make_node("Conv", ["x", "w"], ["y"], group=8)
+    gemm = helper.make_node("Gemm", ["x", "w"], ["y"])
+    assert weight_qmax(dense, np.zeros((8, 4, 1, 1)), True) == 64
+    assert weight_qmax(depthwise, np.zeros((8, 1, 3, 3)), True) == 127
+    assert weight_qmax(gemm, np.zeros((10, 32)), True) == 64
+    assert weight_qmax(gemm, np.zeros((10, 32)), False) == 127
+
+
+def test_layout_options_are_checked(block):
+    with pytest.raises(ConfigError, match="--layout"):
+        _quantize(block, Int8Config(layout="openvino"))
+    with pytest.raises(ConfigError, match="--reduce-range"):
+        _quantize(block, Int8Config(reduce_range=True))
+
+
+def test_cli_layout(tmp_path, block, capsys):
+    model = tmp_path / "block.onnx"
+    onnx.save(block, str(model))
+    data = tmp_path / "calib.npz"
+    np.savez(data, input=images(32))
+    out = tmp_path / "cpu.onnx"
+    args = ["quantize", str(model), "--weights", "int8", "--activations", "int8", "--data", str(data), "-o", str(out), "--quiet"]
+    assert main([*args, "--layout", "onnxruntime", "--reduce-range"]) == 0
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    assert main([*args, "--layout", "cuda"]) == 2
+    assert "--layout" in capsys.readouterr().err
+    out.unlink()
+    assert main(["quantize", str(model), "--weights", "int4", "--layout", "onnxruntime", "-o", str(out)]) == 2
+    assert not out.exists()
