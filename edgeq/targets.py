@@ -145,6 +145,9 @@ class PowerSpec:
 @dataclass(frozen=True)
 class OnnxSpec:
     preferred_opset: int = 17
+    # int8 for onnxruntime with dense weights in [-64, 64]: x86 CPUs without VNNI saturate
+    # full-range int8 in 16 bits inside onnxruntime's kernels.
+    int8_reduce_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,7 @@ class TargetProfile:
             "power_rails": list(self.power.rails),
             "total_rail": self.power.total_rail or None,
             "preferred_opset": self.onnx.preferred_opset,
+            "int8_reduce_range": self.onnx.int8_reduce_range,
             "unverified": list(self.unverified),
             "notes": list(self.notes),
             "source": self.source,
@@ -304,6 +308,7 @@ _SECTIONS: dict[str, dict[str, _Field]] = {
     },
     "onnx": {
         "preferred_opset": _Field(int, default=17, check=_opset),
+        "int8_reduce_range": _Field(bool, default=False),
     },
 }
 
@@ -414,7 +419,7 @@ def profile_from_dict(data: Mapping[str, Any], source: str) -> TargetProfile:
         raise ConfigError(
             f"{source}: field 'power.total_rail': {power['total_rail']!r} is not one of power.rails"
         )
-    onnx_raw = sections["onnx"] or {"preferred_opset": 17}
+    onnx_raw = sections["onnx"] or {"preferred_opset": 17, "int8_reduce_range": False}
     gpu_raw = sections["gpu"]
     known_fields = {f"{s}.{k}" for s, spec in _SECTIONS.items() if s for k in spec}
     for item in top["unverified"]:
@@ -435,7 +440,7 @@ def profile_from_dict(data: Mapping[str, Any], source: str) -> TargetProfile:
             sensor=power["sensor"], devices=tuple(power["devices"]), rails=tuple(power["rails"]),
             total_rail=power["total_rail"],
         ),
-        onnx=OnnxSpec(preferred_opset=onnx_raw["preferred_opset"]),
+        onnx=OnnxSpec(preferred_opset=onnx_raw["preferred_opset"], int8_reduce_range=onnx_raw["int8_reduce_range"]),
         gpu=None if gpu_raw is None else GpuSpec(gpu_raw["architecture"], gpu_raw["compute_capability"]),
         tensorrt=trt,
         unverified=tuple(top["unverified"]),
@@ -832,6 +837,8 @@ def format_target(p: TargetProfile) -> str:
         total = f", total {p.power.total_rail}" if p.power.total_rail else ", no single total rail"
         lines.append(f"  power: {p.power.sensor} rails {', '.join(p.power.rails)}{total}")
     lines.append(f"  preferred ONNX opset: {p.onnx.preferred_opset}")
+    if p.onnx.int8_reduce_range:
+        lines.append("  int8: dense weights in [-64, 64] (no 16-bit saturation on CPUs without VNNI)")
     if p.unverified:
         lines.append(f"  unverified: {', '.join(p.unverified)}")
     lines += [f"  note: {n}" for n in p.notes]

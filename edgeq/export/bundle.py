@@ -228,13 +228,14 @@ def synthetic_feeds(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]],
 
 
 def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Outputs with basic optimisations only, so fusions with their own arithmetic do not blur a comparison."""
+    """Outputs with graph optimizations off: every Q/DQ computed as written, so neither fused int8
+    kernels (which saturate on x86 CPUs without VNNI) nor float fusions blur a comparison."""
     import onnxruntime as ort
 
     from edgeq.graph.io import temporary_model_file
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     on_disk = cast(AbstractContextManager[Path], temporary_model_file(model))
     with on_disk as path:
@@ -343,7 +344,13 @@ def _quantize(
     if plan.activations == "int8":
         if source is None and table is None:
             raise DataError("--activations int8 needs calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
-        config: Any = Int8Config()
+        # TensorRT's rules for TensorRT boards; for onnxruntime the same numbers in the layout its
+        # CPU kernels fuse (and, where the board file says so, weights that cannot saturate).
+        config: Any = (
+            Int8Config()
+            if profile.uses_tensorrt
+            else Int8Config(layout="onnxruntime", reduce_range=profile.onnx.int8_reduce_range)
+        )
     else:
         weights = plan.widening.source if plan.widening else plan.weights
         if profile.uses_tensorrt:
@@ -575,6 +582,17 @@ def export_bundle(
     widen_report = None
     if profile.uses_tensorrt and plan.quantization != "implicit":
         widen_report = _fit_tensorrt(bundle_model, plan, allow_widen)
+    if not profile.uses_tensorrt:
+        from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
+
+        # A model quantized for TensorRT: its re-centered tensors become zero points (exact), so
+        # onnxruntime fuses the padded convs instead of running explicit Pads in float.
+        rewrite = CentersToZeroPoints()
+        if rewrite(bundle_model).modified:
+            notes.append(
+                f"{len(rewrite.converted)} re-centered int8 tensors written with zero points for onnxruntime "
+                f"({rewrite.pads_removed} Pad nodes folded into their convs)"
+            )
     fp16_text = None
     if plan.fp16_in_graph:
         from edgeq.graph.passes.fp16 import Fp16Pass

@@ -271,9 +271,6 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
                 error=errors.get(name, {}),
             )
         )
-    extra = sorted(set(plan.activations) - set(act_of.values()))
-    for tensor in extra:
-        summary.notes.append(f"Q/DQ on {tensor}: {plan.roles[tensor]}")
     if config.layout == "onnxruntime":
         from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
 
@@ -289,6 +286,11 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         violations = lint_tensorrt(model)
         if violations:  # edgeq's own graphs must pass its lint; anything else is a bug to report
             raise RuntimeError("edgeq wrote a Q/DQ graph that fails the TensorRT lint: " + "; ".join(map(str, violations[:5])))
+    # Placement notes for Q/DQ beyond compute inputs, as written (the onnxruntime layout folds some away).
+    written = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    for tensor in sorted(set(plan.activations) - set(act_of.values())):
+        if tensor in written:
+            summary.notes.append(f"Q/DQ on {tensor}: {plan.roles[tensor]}")
     summary.weight_bytes_before = sum(int(np.prod(w.values.shape)) * 4 for w in weights.values())
     summary.weight_bytes_after = sum(int(np.prod(w.values.shape)) for w in weights.values())
     return QuantizeResult(model, summary)
