@@ -18,6 +18,7 @@ import onnx
 from edgeq.calibrate.observers.base import Observer
 from edgeq.data.source import DataSource
 from edgeq.errors import ConfigError, DataError
+from edgeq.graph.passes.qdq import POOLING_OPS
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 
 # onnxruntime threads per session: calibration shares the machine with the user's other work.
@@ -25,17 +26,40 @@ INTRA_OP_THREADS = 2
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
+# Ops int8 Q/DQ keeps in int8 between quantized layers.
+INT8_PASSTHROUGH_OPS = (*POOLING_OPS, "Concat", "Pad")
+
+
 def activation_inputs(model: onnx.ModelProto, nodes: str | None = None) -> list[str]:
-    """Activation inputs of the quantizable nodes (optionally only nodes whose name matches ``nodes``)."""
+    """Activation inputs of the quantizable nodes (optionally only nodes whose name matches
+    ``nodes``), plus what int8 Q/DQ placement may also quantize, so a table serves ``quantize
+    --calib`` in either layout: both inputs of every residual ``Add`` such a conv feeds (directly
+    or through the BatchNormalization int8 folds into it; TensorRT's layout quantizes the residual
+    side, onnxruntime's the conv side too) and the float data inputs of pooling, Concat and Pad
+    nodes (kept in int8 between quantized layers)."""
     pattern = _compile(nodes)
     found, _ = find_quantizable(model)
     constants = set(initializer_map(model.graph))
     names: list[str] = []
+    convs: set[str] = set()
     for node in found:
         if pattern is not None and not pattern.search(node.name):
             continue
         if node.activation not in constants and node.activation not in names:
             names.append(node.activation)
+        proto = model.graph.node[node.index]
+        if proto.op_type in ("Conv", "ConvTranspose"):
+            convs.add(proto.output[0])
+    for node in model.graph.node:  # a BatchNormalization after a conv: its output is the conv's, folded
+        if node.op_type == "BatchNormalization" and node.input[0] in convs:
+            convs.add(node.output[0])
+    types = _tensor_types(model) if pattern is None else {}
+    for node in model.graph.node:
+        if node.op_type == "Add" and any(t in convs for t in node.input):
+            names += [t for t in node.input if t and t not in constants and t not in names]
+        elif node.op_type in INT8_PASSTHROUGH_OPS and pattern is None:
+            data = node.input if node.op_type == "Concat" else node.input[:1]
+            names += [t for t in data if t and t not in constants and t not in names and types.get(t) in _FLOAT_TYPES]
     return names
 
 

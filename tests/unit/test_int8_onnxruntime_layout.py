@@ -157,3 +157,17 @@ def test_cli_layout(tmp_path, block, capsys):
     out.unlink()
     assert main(["quantize", str(model), "--weights", "int4", "--layout", "onnxruntime", "-o", str(out)]) == 2
     assert not out.exists()
+
+
+def test_calibration_table_serves_the_onnxruntime_layout(block):
+    """A table from edgeq calibrate holds the conv side of residual Adds too (layout onnxruntime
+    quantizes it), so --calib works without samples."""
+    from edgeq.calibrate import calibrate
+
+    table = calibrate(block, {"input": images(32)}, method="entropy", progress=False)
+    assert {"p", "a0"} <= set(table.tensors)  # project conv output and the residual it is added to
+    model = quantize(block, Int8Config(layout="onnxruntime"), QuantizeInputs(calibration=table, progress=False)).model
+    onnx.checker.check_model(model, full_check=True)
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == "p" for n in model.graph.node)
+    x = images(32, seed=3)
+    assert metrics.sqnr_db(_run(block, x), _run(model, x)) > 20.0
