@@ -171,3 +171,37 @@ def test_calibration_table_serves_the_onnxruntime_layout(block):
     assert any(n.op_type == "QuantizeLinear" and n.input[0] == "p" for n in model.graph.node)
     x = images(32, seed=3)
     assert metrics.sqnr_db(_run(block, x), _run(model, x)) > 20.0
+
+
+def test_export_for_cpu_targets_uses_the_onnxruntime_layout(block, tensorrt_int8, tmp_path):
+    from edgeq.export.bundle import export_bundle
+
+    model = tmp_path / "block.onnx"
+    onnx.save(block, str(model))
+    data = tmp_path / "calib.npz"
+    np.savez(data, input=images(32))
+
+    def zero_points(bundle) -> set[int]:
+        exported = onnx.load(str(bundle / "model.onnx"))
+        assert not any(n.op_type == "Pad" for n in exported.graph.node)
+        return {int(_initializer(exported, n.input[2])) for n in exported.graph.node if n.op_type == "QuantizeLinear"}
+
+    export_bundle(model, "x86-cpu", weights="int8", activations="int8", data=data, output=tmp_path / "x86", progress=False)
+    assert -128 in zero_points(tmp_path / "x86")
+    exported = onnx.load(str(tmp_path / "x86" / "model.onnx"))
+    producers = {o: n for n in exported.graph.node for o in n.output}
+    project = next(n for n in exported.graph.node if n.name == "project")
+    assert np.abs(_initializer(exported, producers[project.input[1]].input[0]).astype(int)).max() <= 64  # x86: reduced range
+    export_bundle(model, "arm64-cpu", weights="int8", activations="int8", data=data, output=tmp_path / "arm", progress=False)
+    exported = onnx.load(str(tmp_path / "arm" / "model.onnx"))
+    producers = {o: n for n in exported.graph.node for o in n.output}
+    project = next(n for n in exported.graph.node if n.name == "project")
+    assert np.abs(_initializer(exported, producers[project.input[1]].input[0]).astype(int)).max() > 64  # ARM: full int8
+
+    # A model quantized for TensorRT: rewritten exactly, and the bundle still matches it.
+    trt_path = tmp_path / "trt.onnx"
+    onnx.save(tensorrt_int8, str(trt_path))
+    result = export_bundle(trt_path, "x86-cpu", output=tmp_path / "from-trt", progress=False)
+    assert any("zero points for onnxruntime" in note for note in result.notes)
+    assert -128 in zero_points(tmp_path / "from-trt")
+    assert all(v["cosine"] > 0.9999 for v in result.verification["outputs"].values())
