@@ -116,6 +116,25 @@ def set_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> Non
     graph.initializer.append(tensor)
 
 
+def shift_bias(graph: onnx.GraphProto, names: NameMaker, node: onnx.NodeProto, delta: np.ndarray, suffix: str = "bias") -> None:
+    """Point ``node``'s bias input (slot 2 of Conv/Gemm) at a new initializer: old bias + ``delta``.
+
+    A new name, because the old bias may be shared; the old value is read from the graph as it is
+    now, so several shifts of one node within a pass add up.
+    """
+    current = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+    old = None
+    if current:
+        found = [t for t in graph.initializer if t.name == current]
+        old = numpy_helper.to_array(found[-1]) if found else GraphIndex(graph).constant(current)
+    base = np.zeros(np.shape(delta), np.float64) if old is None else old.astype(np.float64)
+    name = names(f"{node.name}.{suffix}")
+    set_initializer(graph, name, (base + delta).astype(np.float32))
+    while len(node.input) < 3:
+        node.input.append("")
+    node.input[2] = name
+
+
 def remove_unused_initializers(graph: onnx.GraphProto) -> int:
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     used |= _subgraph_inputs(graph.node)

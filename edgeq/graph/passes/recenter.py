@@ -25,6 +25,7 @@ from edgeq.graph.passes.base import (
     get_attribute,
     remove_unused_initializers,
     set_initializer,
+    shift_bias,
     topological_sort,
 )
 
@@ -116,16 +117,6 @@ def find_recenter_sites(model: onnx.ModelProto, quantized: set[str]) -> list[Rec
     return sites
 
 
-def _bias_input(graph: onnx.GraphProto, names: NameMaker, node: onnx.NodeProto, index: GraphIndex, channels: int, delta: np.ndarray) -> None:
-    old = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    base = np.zeros(channels, np.float64) if old is None else old.astype(np.float64)
-    name = names(f"{node.name}.bias_recentered")
-    set_initializer(graph, name, (base + delta).astype(np.float32))
-    while len(node.input) < 3:
-        node.input.append("")
-    node.input[2] = name
-
-
 class RecenterActivations(Pass):
     """Apply the shift at each site (see the module docstring); ``applied`` lists the clips."""
 
@@ -148,7 +139,7 @@ class RecenterActivations(Pass):
             producer, clip = by_name[site.producer], by_name[site.clip]
             w1 = index.constant(producer.input[1])
             assert w1 is not None
-            _bias_input(graph, names, producer, index, w1.shape[0], np.full(w1.shape[0], -c))
+            shift_bias(graph, names, producer, np.full(w1.shape[0], -c), suffix="bias_recentered")
             lo_name, hi_name = names(f"{clip.name}_min"), names(f"{clip.name}_max")
             bounds = _clip_range(index, clip)
             assert bounds is not None
@@ -175,9 +166,9 @@ class RecenterActivations(Pass):
                 w64 = w.astype(np.float64)
                 if node.op_type == "Gemm":
                     rows = w64 if int(get_attribute(node, "transB", 0)) else w64.T  # [out, in]
-                    _bias_input(graph, names, node, index, rows.shape[0], c * rows.sum(axis=1))
+                    shift_bias(graph, names, node, c * rows.sum(axis=1), suffix="bias_recentered")
                     continue
-                _bias_input(graph, names, node, index, w.shape[0], c * w64.reshape(w.shape[0], -1).sum(axis=1))
+                shift_bias(graph, names, node, c * w64.reshape(w.shape[0], -1).sum(axis=1), suffix="bias_recentered")
                 pads = [int(p) for p in (get_attribute(node, "pads") or [])]
                 if any(pads):
                     padded = names(f"{node.input[0]}_padded")

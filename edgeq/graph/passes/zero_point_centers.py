@@ -37,6 +37,7 @@ from edgeq.graph.passes.base import (
     remove_unused_initializers,
     replace_nodes,
     set_initializer,
+    shift_bias,
     topological_sort,
 )
 
@@ -186,7 +187,7 @@ class CentersToZeroPoints(Pass):
             c = site.center
             clip = site.clip
             conv = index.producer[clip.input[0]]
-            self._add_to_bias(graph, names, index, conv, np.full(_effective_weight(index, conv.input[1]).shape[0], c))
+            shift_bias(graph, names, conv, np.full(_effective_weight(index, conv.input[1]).shape[0], c))
             lo_name, hi_name = names(f"{clip.name}_min"), names(f"{clip.name}_max")
             set_initializer(graph, lo_name, np.array(0.0, np.float32))
             set_initializer(graph, hi_name, np.array(_scalar(index, clip, 2) + c, np.float32))  # type: ignore[operator]
@@ -229,23 +230,7 @@ class CentersToZeroPoints(Pass):
         remove_unused_initializers(graph)
         return PassResult(model, True)
 
-    @staticmethod
-    def _add_to_bias(graph: onnx.GraphProto, names: NameMaker, index: GraphIndex, node: onnx.NodeProto, delta: np.ndarray) -> None:
-        """A new bias initializer (the old one may be shared) equal to the old bias plus ``delta``."""
-        current = node.input[2] if len(node.input) > 2 and node.input[2] else ""
-        old = None
-        if current:
-            # An earlier site may have replaced it during this call: read the graph, not the index.
-            found = [t for t in graph.initializer if t.name == current]
-            old = onnx.numpy_helper.to_array(found[-1]) if found else index.constant(current)
-        base = np.zeros(delta.shape, np.float64) if old is None else old.astype(np.float64)
-        name = names(f"{node.name}.bias")
-        set_initializer(graph, name, (base + delta).astype(np.float32))
-        while len(node.input) < 3:
-            node.input.append("")
-        node.input[2] = name
-
     def _subtract_shift(self, graph: onnx.GraphProto, names: NameMaker, index: GraphIndex, conv: onnx.NodeProto, c: float) -> None:
         """The conv now reads ``x + c``: take ``c`` times its (dequantized) weight sums off the bias."""
         weight = _effective_weight(index, conv.input[1])
-        self._add_to_bias(graph, names, index, conv, -c * weight.reshape(weight.shape[0], -1).sum(axis=1))
+        shift_bias(graph, names, conv, -c * weight.reshape(weight.shape[0], -1).sum(axis=1))
