@@ -205,3 +205,61 @@ def test_export_for_cpu_targets_uses_the_onnxruntime_layout(block, tensorrt_int8
     assert any("zero points for onnxruntime" in note for note in result.notes)
     assert -128 in zero_points(tmp_path / "from-trt")
     assert all(v["cosine"] > 0.9999 for v in result.verification["outputs"].values())
+
+
+def _centered_graph(consumer_pads: int, pad_scale: float | None) -> onnx.ModelProto:
+    """conv -> Clip(-3, 3) -> Q/DQ (scale 3/128) -> [Pad(-3) -> Q/DQ (pad_scale) ->] conv (consumer_pads)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array(-3.0, np.float32), "lo"),
+        numpy_helper.from_array(np.array(3.0, np.float32), "hi"),
+        numpy_helper.from_array(np.array(3.0 / 128, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c"], name="conv1"),
+        helper.make_node("Clip", ["c", "lo", "hi"], ["t"], name="clip"),
+        helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"], name="q"),
+        helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["td"], name="dq"),
+    ]
+    read = "td"
+    if pad_scale is not None:
+        inits += [
+            numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+            numpy_helper.from_array(np.array(-3.0, np.float32), "pad_value"),
+            numpy_helper.from_array(np.array(pad_scale, np.float32), "ps"),
+        ]
+        nodes += [
+            helper.make_node("Pad", ["td", "pads", "pad_value"], ["p"], name="pad"),
+            helper.make_node("QuantizeLinear", ["p", "ps", "z"], ["pq"], name="pad_q"),
+            helper.make_node("DequantizeLinear", ["pq", "ps", "z"], ["pd"], name="pad_dq"),
+        ]
+        read = "pd"
+    nodes.append(helper.make_node("Conv", [read, "w2"], ["y"], name="conv2", pads=[consumer_pads] * 4))
+    graph = helper.make_graph(
+        nodes, "centered",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, None, None])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("consumer_pads", "pad_scale", "rewritten"),
+    [
+        (0, 3.0 / 128, True),  # what edgeq writes: explicit Pad on the same grid
+        (1, None, False),  # the conv zero-pads the centered tensor itself: a real -3 is not a real 0
+        (0, 6.0 / 128, False),  # the Pad's quantizer is another grid: dropping it would change values
+    ],
+)
+def test_rewrite_only_where_it_is_exact(consumer_pads, pad_scale, rewritten):
+    model = _centered_graph(consumer_pads, pad_scale)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32) * 2
+    before = _run(model, x)
+    assert CentersToZeroPoints().call(model).modified is rewritten
+    onnx.checker.check_model(model, full_check=True)
+    np.testing.assert_allclose(_run(model, x), before, rtol=1e-5, atol=1e-4)

@@ -111,17 +111,24 @@ def _pad_chain(index: GraphIndex, pad: onnx.NodeProto, c: float) -> list[onnx.No
     q = index.single_reader(end)
     if q is not None and q.op_type == "QuantizeLinear":
         dqs = index.readers(q.output[0])
-        if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear":
+        # Dropping this re-quantization is exact only on the tensor's own grid.
+        if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or not _is_symmetric_grid(index, q, c):
             return None
         chain += [q, dqs[0]]
         end = dqs[0].output[0]
     conv = index.single_reader(end)
-    if conv is None or conv.op_type != "Conv" or conv.input[0] != end or any(int(p) for p in (get_attribute(conv, "pads") or [])):
-        return None
-    auto_pad = get_attribute(conv, "auto_pad", b"NOTSET")
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET" or _weight(index, conv) is None:
+    if conv is None or not _unpadded_conv_reading(index, conv, end):
         return None
     return [*chain, conv]
+
+
+def _unpadded_conv_reading(index: GraphIndex, conv: onnx.NodeProto, tensor: str) -> bool:
+    """A Conv reading ``tensor`` as its data, with known weights and no padding of its own: its
+    zero padding would be a real ``-c`` before the rewrite and a real 0 after it."""
+    if conv.op_type != "Conv" or conv.input[0] != tensor or any(int(p) for p in (get_attribute(conv, "pads") or [])):
+        return False
+    auto_pad = get_attribute(conv, "auto_pad", b"NOTSET")
+    return (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) in ("NOTSET", "VALID") and _weight(index, conv) is not None
 
 
 def _weight(index: GraphIndex, conv: onnx.NodeProto) -> np.ndarray | None:
@@ -158,7 +165,7 @@ def find_center_sites(index: GraphIndex) -> list[_Site]:
                     readers.append((reader, dq.output[0]))
         for reader, read in readers if ok else []:
             if reader.op_type == "Conv":
-                ok = ok and reader.input[0] == read and _weight(index, reader) is not None
+                ok = ok and _unpadded_conv_reading(index, reader, read)
             elif reader.op_type == "Pad":
                 ok = ok and reader.input[0] == read and _pad_chain(index, reader, c) is not None
             else:
