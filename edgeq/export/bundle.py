@@ -583,6 +583,7 @@ def export_bundle(
     if profile.uses_tensorrt and plan.quantization != "implicit":
         widen_report = _fit_tensorrt(bundle_model, plan, allow_widen)
     if not profile.uses_tensorrt:
+        from edgeq.graph.passes.int32_bias import Int32GemmBias
         from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
 
         # A model quantized for TensorRT: its re-centered tensors become zero points (exact), so
@@ -593,6 +594,9 @@ def export_bundle(
                 f"{len(rewrite.converted)} re-centered int8 tensors written with zero points for onnxruntime "
                 f"({rewrite.pads_removed} Pad nodes folded into their convs)"
             )
+        int32_bias = Int32GemmBias()
+        if int32_bias(bundle_model).modified:
+            notes.append(f"{len(int32_bias.converted)} int8 Gemm biases in int32, so onnxruntime fuses them to QGemm")
     fp16_text = None
     if plan.fp16_in_graph:
         from edgeq.graph.passes.fp16 import Fp16Pass

@@ -98,6 +98,7 @@ def test_onnxruntime_layout_fuses_every_conv(block, tmp_path):
     # Add (had a float output) now run in int8; no Pad is left.
     assert {"dw", "project", "head"} <= int8_convs, int8_convs
     assert not any(n.op_type == "Pad" for n in nodes)
+    assert [n.op_type for n in nodes if n.name.startswith("fc")] == ["QGemm"]  # int32 bias: the classifier fuses too
 
 
 def test_tensorrt_layout_keeps_float_conv_before_residual_add(tensorrt_int8, tmp_path):
@@ -263,3 +264,27 @@ def test_rewrite_only_where_it_is_exact(consumer_pads, pad_scale, rewritten):
     assert CentersToZeroPoints().call(model).modified is rewritten
     onnx.checker.check_model(model, full_check=True)
     np.testing.assert_allclose(_run(model, x), before, rtol=1e-5, atol=1e-4)
+
+
+def test_int32_gemm_bias_is_the_float_bias_on_the_accumulator_grid(tensorrt_int8):
+    from edgeq.graph.passes.int32_bias import Int32GemmBias
+
+    model = onnx.ModelProto()
+    model.CopyFrom(tensorrt_int8)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    fc = next(n for n in model.graph.node if n.name == "fc")
+    act_scale = float(_initializer(model, producers[fc.input[0]].input[1]))
+    weight_scale = _initializer(model, producers[fc.input[1]].input[1]).astype(np.float64)
+    bias = _initializer(model, fc.input[2]).astype(np.float64)
+    x = images(32, seed=4)
+    before = _run(model, x)
+    rewrite = Int32GemmBias()
+    assert rewrite.call(model).modified and rewrite.converted == ["fc"]
+    onnx.checker.check_model(model, full_check=True)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    dq = producers[next(n for n in model.graph.node if n.name == "fc").input[2]]
+    codes = _initializer(model, dq.input[0])
+    assert codes.dtype == np.int32
+    np.testing.assert_array_equal(codes, np.rint(bias / (act_scale * weight_scale)).astype(np.int32))
+    # The logits move by at most half a step of the accumulator grid.
+    assert np.abs(_run(model, x) - before).max() <= 0.5 * act_scale * weight_scale.max() * 1.001 + 1e-6

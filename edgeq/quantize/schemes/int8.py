@@ -272,13 +272,17 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
             )
         )
     if config.layout == "onnxruntime":
+        from edgeq.graph.passes.int32_bias import Int32GemmBias
         from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
 
         to_zero_points = CentersToZeroPoints()
         to_zero_points.call(model)
+        int32_bias = Int32GemmBias()
+        int32_bias.call(model)
         summary.notes.append(
             f"layout onnxruntime: {len(to_zero_points.converted)} re-centered activations written with zero point -128 "
-            f"({to_zero_points.pads_removed} Pad nodes folded back into their convs); not for TensorRT, which needs zero points of 0"
+            f"({to_zero_points.pads_removed} Pad nodes folded back into their convs), {len(int32_bias.converted)} Gemm biases in int32 "
+            "(fused to QGemm); not for TensorRT, which needs zero points of 0"
         )
     else:
         from edgeq.export.trt_lint import lint_tensorrt
