@@ -45,7 +45,10 @@ ZERO_POINT = -128  # code of the grid's lowest value: the real 0 of a [0, hi] ac
 
 
 def _effective_weight(index: GraphIndex, name: str) -> np.ndarray:
-    """The float weight a node computes with: an initializer, or the dequantized int8 one."""
+    """The float weight a node computes with: an initializer, or the dequantized int8 one
+    (symmetric, per tensor or per channel, as edgeq and TensorRT write them)."""
+    from edgeq.quantize.int8_weights import dequantize_weight
+
     value = index.constant(name)
     if value is not None:
         return value.astype(np.float64)
@@ -54,19 +57,10 @@ def _effective_weight(index: GraphIndex, name: str) -> np.ndarray:
         raise ValueError(f"weight {name!r} is neither a constant nor a DequantizeLinear of constants")
     values, scale = index.constant(dq.input[0]), index.constant(dq.input[1])
     zero = index.constant(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
-    if values is None or scale is None:
-        raise ValueError(f"weight {name!r}: DequantizeLinear {dq.name} does not read constants")
-    axis = int(get_attribute(dq, "axis", 1)) % max(values.ndim, 1)
-
-    def along_axis(per_channel: np.ndarray) -> np.ndarray:
-        if per_channel.ndim == 0 or per_channel.size == 1:
-            return per_channel.astype(np.float64).reshape(())
-        shape = [1] * values.ndim
-        shape[axis] = per_channel.size
-        return per_channel.astype(np.float64).reshape(shape)
-
-    offset = 0.0 if zero is None else along_axis(zero)
-    return (values.astype(np.float64) - offset) * along_axis(scale)
+    if values is None or scale is None or (zero is not None and np.any(zero != 0)):
+        raise ValueError(f"weight {name!r}: DequantizeLinear {dq.name} is not a symmetric one of constants")
+    axis = int(get_attribute(dq, "axis", 1)) % max(values.ndim, 1) if scale.size > 1 else 0
+    return dequantize_weight(values, scale if scale.size > 1 else scale.reshape(1), axis).astype(np.float64)
 
 
 @dataclass
