@@ -16,6 +16,14 @@ from typing import Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _as_if_created(path: Path) -> None:
+    """Give the temp file (0600) the mode a plain open() would have given under the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    with contextlib.suppress(OSError):
+        os.chmod(str(path), 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -26,6 +34,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _as_if_created(tmp)
         os.replace(str(tmp), str(target))
     except BaseException:
         with contextlib.suppress(OSError):
