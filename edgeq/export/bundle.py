@@ -583,20 +583,12 @@ def export_bundle(
     if profile.uses_tensorrt and plan.quantization != "implicit":
         widen_report = _fit_tensorrt(bundle_model, plan, allow_widen)
     if not profile.uses_tensorrt:
-        from edgeq.graph.passes.int32_bias import Int32GemmBias
-        from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
+        from edgeq.quantize.schemes.int8 import rewrite_for_onnxruntime
 
-        # A model quantized for TensorRT: its re-centered tensors become zero points (exact), so
-        # onnxruntime fuses the padded convs instead of running explicit Pads in float.
-        rewrite = CentersToZeroPoints()
-        if rewrite(bundle_model).modified:
-            notes.append(
-                f"{len(rewrite.converted)} re-centered int8 tensors written with zero points for onnxruntime "
-                f"({rewrite.pads_removed} Pad nodes folded into their convs)"
-            )
-        int32_bias = Int32GemmBias()
-        if int32_bias(bundle_model).modified:
-            notes.append(f"{len(int32_bias.converted)} int8 Gemm biases in int32, so onnxruntime fuses them to QGemm")
+        # A model quantized for TensorRT gets the same exact rewrites as --layout onnxruntime.
+        rewritten = rewrite_for_onnxruntime(bundle_model)
+        if rewritten:
+            notes.append(f"for onnxruntime: {rewritten}")
     fp16_text = None
     if plan.fp16_in_graph:
         from edgeq.graph.passes.fp16 import Fp16Pass

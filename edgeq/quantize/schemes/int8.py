@@ -38,6 +38,25 @@ SEQUENTIAL_SAMPLES = 48
 DENSE_EQUALIZATION_ALPHA = 0.5
 
 
+def rewrite_for_onnxruntime(model: onnx.ModelProto) -> str | None:
+    """The exact rewrites that make a Q/DQ graph fuse in onnxruntime's CPU kernels (and that
+    TensorRT would refuse): re-centered tensors as zero points, int32 Gemm biases. Returns what
+    was done, None when nothing was."""
+    from edgeq.graph.passes.int32_bias import Int32GemmBias
+    from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
+
+    to_zero_points, int32_bias = CentersToZeroPoints(), Int32GemmBias()
+    done = []
+    if to_zero_points.call(model).modified:
+        done.append(
+            f"{len(to_zero_points.converted)} re-centered activations written with zero point -128 "
+            f"({to_zero_points.pads_removed} Pad nodes folded back into their convs)"
+        )
+    if int32_bias.call(model).modified:
+        done.append(f"{len(int32_bias.converted)} Gemm biases in int32 (fused to QGemm)")
+    return ", ".join(done) or None
+
+
 def _check_config(config: Int8Config) -> None:
     unknown = [o for o in config.op_types if o not in COMPUTE_OPS]
     if unknown:
@@ -272,18 +291,8 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
             )
         )
     if config.layout == "onnxruntime":
-        from edgeq.graph.passes.int32_bias import Int32GemmBias
-        from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
-
-        to_zero_points = CentersToZeroPoints()
-        to_zero_points.call(model)
-        int32_bias = Int32GemmBias()
-        int32_bias.call(model)
-        summary.notes.append(
-            f"layout onnxruntime: {len(to_zero_points.converted)} re-centered activations written with zero point -128 "
-            f"({to_zero_points.pads_removed} Pad nodes folded back into their convs), {len(int32_bias.converted)} Gemm biases in int32 "
-            "(fused to QGemm); not for TensorRT, which needs zero points of 0"
-        )
+        rewritten = rewrite_for_onnxruntime(model)
+        summary.notes.append(f"layout onnxruntime: {rewritten or 'no tensor to rewrite'}; not for TensorRT, which needs zero points of 0")
     else:
         from edgeq.export.trt_lint import lint_tensorrt
 
