@@ -82,6 +82,13 @@ class GraphIndex:
                     return np.array(list(attr.floats), np.float32)
         return None
 
+    def scalar(self, node: onnx.NodeProto, slot: int) -> float | None:
+        """Input ``slot`` of ``node`` as a float when it is a one-element constant, else None."""
+        if len(node.input) <= slot or not node.input[slot]:
+            return None
+        value = self.constant(node.input[slot])
+        return None if value is None or value.size != 1 else float(value.reshape(()))
+
     def is_constant(self, name: str) -> bool:
         if name in self.initializers:
             return True

@@ -28,13 +28,6 @@ from edgeq.graph.passes.base import (
 INT32_LIMIT = 2**31 - 1
 
 
-def _per_tensor_scale(index: GraphIndex, dq: onnx.NodeProto | None) -> float | None:
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return None
-    scale = index.constant(dq.input[1])
-    return None if scale is None or scale.size != 1 else float(scale.reshape(()))
-
-
 class Int32GemmBias(Pass):
     """Quantize the float bias of every Gemm that reads a per-tensor DQ activation and a DQ weight
     whose scales run along the output axis; ``converted`` lists the Gemms."""
@@ -51,7 +44,8 @@ class Int32GemmBias(Pass):
             if gemm.op_type != "Gemm" or len(gemm.input) < 3 or not gemm.input[2] or int(get_attribute(gemm, "transA", 0)):
                 continue
             bias = index.constant(gemm.input[2])
-            act_scale = _per_tensor_scale(index, index.producer.get(gemm.input[0]))
+            act_dq = index.producer.get(gemm.input[0])
+            act_scale = index.scalar(act_dq, 1) if act_dq is not None and act_dq.op_type == "DequantizeLinear" else None
             weight_dq = index.producer.get(gemm.input[1])
             if bias is None or bias.ndim != 1 or act_scale is None or weight_dq is None or weight_dq.op_type != "DequantizeLinear":
                 continue

@@ -72,16 +72,9 @@ class _Site:
     readers: list[tuple[onnx.NodeProto, str]]
 
 
-def _scalar(index: GraphIndex, node: onnx.NodeProto, slot: int) -> float | None:
-    if len(node.input) <= slot or not node.input[slot]:
-        return None
-    value = index.constant(node.input[slot])
-    return None if value is None or value.size != 1 else float(value.reshape(()))
-
-
 def _is_symmetric_grid(index: GraphIndex, node: onnx.NodeProto, c: float) -> bool:
     """A Q or DQ with one scale of c / 128 and zero point 0 of type int8."""
-    scale = _scalar(index, node, 1)
+    scale = index.scalar(node, 1)
     if scale is None or not np.isclose(scale * 128.0, c, rtol=1e-6):
         return False
     if len(node.input) < 3 or not node.input[2]:
@@ -93,7 +86,7 @@ def _is_symmetric_grid(index: GraphIndex, node: onnx.NodeProto, c: float) -> boo
 def _pad_chain(index: GraphIndex, pad: onnx.NodeProto, c: float) -> list[onnx.NodeProto] | None:
     """``Pad(-c) [-> Q -> DQ] -> Conv`` with the conv unpadded: the nodes from Pad to Conv, or None."""
     pads = index.constant(pad.input[1]) if len(pad.input) > 1 and pad.input[1] else None
-    value = _scalar(index, pad, 2)
+    value = index.scalar(pad, 2)
     mode = get_attribute(pad, "mode", b"constant")
     if pads is None or value is None or not np.isclose(value, -c) or (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
         return None
@@ -138,9 +131,9 @@ def find_center_sites(index: GraphIndex) -> list[_Site]:
     for clip in index.graph.node:
         if clip.op_type != "Clip" or len(clip.input) < 3:
             continue
-        lo = _scalar(index, clip, 1)
+        lo = index.scalar(clip, 1)
         producer = index.producer.get(clip.input[0])
-        if lo is None or lo >= 0 or _scalar(index, clip, 2) is None or producer is None or producer.op_type != "Conv":
+        if lo is None or lo >= 0 or index.scalar(clip, 2) is None or producer is None or producer.op_type != "Conv":
             continue
         if index.single_reader(clip.input[0]) is None or _weight(index, producer) is None:
             continue
@@ -191,7 +184,7 @@ class CentersToZeroPoints(Pass):
             shift_bias(graph, names, conv, np.full(_effective_weight(index, conv.input[1]).shape[0], c))
             lo_name, hi_name = names(f"{clip.name}_min"), names(f"{clip.name}_max")
             set_initializer(graph, lo_name, np.array(0.0, np.float32))
-            set_initializer(graph, hi_name, np.array(_scalar(index, clip, 2) + c, np.float32))  # type: ignore[operator]
+            set_initializer(graph, hi_name, np.array(index.scalar(clip, 2) + c, np.float32))  # type: ignore[operator]
             clip.input[1], clip.input[2] = lo_name, hi_name
             zp_name = names(f"{clip.output[0]}_zero_point_asymmetric")
             set_initializer(graph, zp_name, np.array(ZERO_POINT, np.int8))
