@@ -224,7 +224,7 @@ def efficientnet(cache: Path, work: Path, calib_samples: int, methods: list[str]
         f"INFO  tensorrt layout on onnxruntime CPU: {latency['edgeq tensorrt']:.2f} ms (explicit Pads and float convs before residual Adds; "
         f"TensorRT folds both)",
     ]
-    from edgeq.export import lint_tensorrt
+    from edgeq.graph.trt_lint import lint_tensorrt
 
     violations = lint_tensorrt(onnx.load(str(ours["tensorrt"])))
     ort_violations = lint_tensorrt(onnx.load(best.path))

@@ -130,9 +130,9 @@ def main() -> int:
     from edgeq.graph.io import load_model
     from edgeq.graph.passes.weight_only import read_weight
     from edgeq.quantize.config import MixedPrecisionConfig
-    from edgeq.quantize.mixed import allocate, budget_from_avg_bits, format_bytes, spearman
-    from edgeq.quantize.schemes.mixed import Fitted, build_mixed, measure_sensitivity, plan_matrices
-    from edgeq.quantize.schemes.weight_only import collect_layer_stats
+    from edgeq.numerics.allocation import allocate, budget_from_avg_bits, format_bytes, spearman
+    from edgeq.quantize.schemes.mixed.scheme import Fitted, build_mixed, measure_sensitivity, plan_matrices
+    from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
 
     model_path = args.cache / "minilm.onnx"
     calib, evals = args.cache / "text_calib.npz", args.cache / "text_eval.npz"

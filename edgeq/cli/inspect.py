@@ -23,7 +23,7 @@ def _lint(model: Path, target: str, as_json: bool) -> None:
     import json
 
     from edgeq.cli._common import choice
-    from edgeq.export import lint_tensorrt
+    from edgeq.graph.trt_lint import lint_tensorrt
     from edgeq.graph.io import load_model
 
     choice(target, ("tensorrt",), "--lint")

@@ -29,7 +29,8 @@ def profile_command(
     target: Optional[str] = typer.Option(None, "--target", help="Board name to show in the report header."),
 ) -> None:
     """Measure latency (and energy where the board has a power sensor) and write a report."""
-    from edgeq.report import profile, write_profile_report
+    from edgeq.profile import profile
+    from edgeq.report import write_profile_report
 
     choice(energy, ("auto", "none"), "--energy")
     result = profile(

@@ -583,7 +583,7 @@ def export_bundle(
     if profile.uses_tensorrt and plan.quantization != "implicit":
         widen_report = _fit_tensorrt(bundle_model, plan, allow_widen)
     if not profile.uses_tensorrt:
-        from edgeq.quantize.schemes.int8 import rewrite_for_onnxruntime
+        from edgeq.quantize.schemes.int8.scheme import rewrite_for_onnxruntime
 
         # A model quantized for TensorRT gets the same exact rewrites as --layout onnxruntime.
         rewritten = rewrite_for_onnxruntime(bundle_model)
@@ -694,7 +694,7 @@ def tensorrt_violations(model: onnx.ModelProto) -> list[Any]:
     apply to them, TensorRT's block-quantization rules do (INT4, strictly positive scales, zero
     point 0, one blocked axis, an even last dimension).
     """
-    from edgeq.export.trt_lint import LintViolation, lint_tensorrt
+    from edgeq.graph.trt_lint import LintViolation, lint_tensorrt
     from edgeq.graph.passes.base import GraphIndex, get_attribute
 
     index = GraphIndex(model.graph)
@@ -739,7 +739,7 @@ def _implicit(
 
     assert plan.tensorrt is not None
     if formats.quantized:
-        from edgeq.export.implicit import strip_qdq
+        from edgeq.export.strip_qdq import strip_qdq
 
         float_model, amax = strip_qdq(model)
         reference, name = model, "the Q/DQ model (DLA gets it as float + scales)"

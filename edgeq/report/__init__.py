@@ -24,7 +24,6 @@ non-finite values (an SQNR of infinity) are written as null. A CI gate reads, fo
 from __future__ import annotations
 
 from edgeq.report.document import Report, ReportSection, build_report, load_report
-from edgeq.report.profiling import profile
 from edgeq.report.writer import write_compare_report, write_demo_report, write_profile_report, write_report
 
 REPORT_SCHEMA = Report.schema_type
@@ -37,7 +36,6 @@ __all__ = [
     "ReportSection",
     "build_report",
     "load_report",
-    "profile",
     "write_compare_report",
     "write_demo_report",
     "write_profile_report",

@@ -16,7 +16,7 @@ import pytest
 
 from edgeq.cli import main
 from edgeq.evaluate import compare_models
-from edgeq.export import lint_tensorrt
+from edgeq.graph.trt_lint import lint_tensorrt
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeq.metrics import cosine_rows, masked_mean_pool
-from edgeq.quantize.schemes import mixed as scheme
+from edgeq.quantize.schemes.mixed import scheme
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.cli import main
-from edgeq.report import profile, write_profile_report
+from edgeq.profile import profile
+from edgeq.report import write_profile_report
 from tests.integration.report_browser_cdp import find_chromium, render_page
 
 

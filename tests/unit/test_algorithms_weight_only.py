@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq.quantize.algorithms import LayerStats, output_error, run
-from edgeq.quantize.algorithms.awq import channel_scales
-from edgeq.quantize.algorithms.gptq import gptq_walk
-from edgeq.quantize.algorithms.rtn import rtn
-from edgeq.quantize.codecs import get_codec
+from edgeq.numerics.weight_only import LayerStats, output_error, run
+from edgeq.numerics.weight_only.awq import channel_scales
+from edgeq.numerics.weight_only.gptq import gptq_walk
+from edgeq.numerics.weight_only.rtn import rtn
+from edgeq.numerics.codecs import get_codec
 
 CODECS = [("int2", False), ("int4", True), ("int4", False), ("int8", True), ("nf4", True)]
 
@@ -121,7 +121,7 @@ def test_data_driven_methods_need_statistics() -> None:
 
 def test_bias_correction_cancels_the_mean_output_error() -> None:
     """With the input mean known, the returned bias makes the measured error exactly what X sees."""
-    from edgeq.quantize.algorithms.common import result_error
+    from edgeq.numerics.weight_only.common import result_error
 
     rng = np.random.default_rng(10)
     x = _activations(96, seed=11) + 3.0 * rng.standard_normal(96)  # inputs with a strong mean (post-GELU-like)

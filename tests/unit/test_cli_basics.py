@@ -89,7 +89,7 @@ def test_every_scheme_is_found_whichever_module_was_imported_first():
     import sys
 
     code = (
-        "import edgeq.quantize.schemes.mixed\n"
+        "import edgeq.quantize.schemes.mixed.scheme\n"
         "from edgeq.quantize.api import _HANDLERS, quantize\n"
         "from edgeq.quantize.config import Int8Config, WeightOnlyConfig\n"
         "import onnx\n"

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeq.quantize.algorithms.rtn import fit_params, rtn
-from edgeq.quantize.codecs import FP4_TABLE, NF4_TABLE, get_codec, quantize_with_params
-from edgeq.quantize.codecs.packing import (
+from edgeq.numerics.weight_only.rtn import fit_params, rtn
+from edgeq.numerics.codecs import FP4_TABLE, NF4_TABLE, get_codec, quantize_with_params
+from edgeq.numerics.codecs.packing import (
     pack_bits,
     pack_nibbles_high_first,
     packed_length,

@@ -7,7 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeq.quantize import int8_bias, int8_equalize, int8_gptq, int8_smoothquant, int8_weights
+from edgeq.numerics.int8 import bias as int8_bias
+from edgeq.numerics.int8 import equalize as int8_equalize
+from edgeq.numerics.int8 import gptq as int8_gptq
+from edgeq.numerics.int8 import smoothquant as int8_smoothquant
+from edgeq.numerics.int8 import weights as int8_weights
 
 
 def test_quantize_weight_matches_reference_and_is_symmetric():

@@ -12,10 +12,10 @@ from edgeq import metrics
 from edgeq.cli import main
 from edgeq.data import load_data
 from edgeq.errors import ConfigError
-from edgeq.export import lint_tensorrt
+from edgeq.graph.trt_lint import lint_tensorrt
 from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
 from edgeq.quantize import Int8Config, QuantizeInputs, quantize
-from edgeq.quantize.int8_sequential import weight_qmax
+from edgeq.quantize.schemes.int8.sequential import weight_qmax
 from tests.unit.int8_graphs import images, mobilenet_block, run
 
 

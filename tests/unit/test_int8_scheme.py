@@ -10,7 +10,7 @@ import pytest
 from edgeq import metrics
 from edgeq.data import load_data
 from edgeq.errors import ConfigError
-from edgeq.export import lint_tensorrt
+from edgeq.graph.trt_lint import lint_tensorrt
 from edgeq.quantize import Int8Config, QuantizeInputs, quantize
 from tests.unit.int8_graphs import images, mlp_with_layernorm, mobilenet_block, run
 

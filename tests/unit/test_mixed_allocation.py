@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from edgeq.quantize.mixed import (
+from edgeq.numerics.allocation import (
     Option,
     OutputError,
     allocate,

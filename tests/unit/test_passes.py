@@ -14,7 +14,7 @@ from edgeq.graph.passes.fold_batchnorm import FoldBatchNorm, fold_batchnorm_para
 from edgeq.graph.passes.qdq import InsertQdq, WeightQuantization, plan_qdq, unify_shared_scales
 from edgeq.graph.passes.recenter import RecenterActivations, find_recenter_sites
 from edgeq.graph.passes.smoothquant import SmoothQuant, smoothable_tensors
-from edgeq.quantize import int8_equalize
+from edgeq.numerics.int8 import equalize as int8_equalize
 from tests.unit.int8_graphs import images, mlp_with_layernorm, mobilenet_block, run
 
 
@@ -165,7 +165,7 @@ def test_concat_inputs_share_one_scale():
     weights = {"conv": WeightQuantization(np.ones((4, 4, 1, 1), np.int8), np.full(4, 1 / 127, np.float32), 0)}
     InsertQdq(plan, {"cat": 2.0, "ra": 1.0, "rb": 3.0}, weights).call(model)
     onnx.checker.check_model(model, full_check=True)
-    from edgeq.export import lint_tensorrt
+    from edgeq.graph.trt_lint import lint_tensorrt
 
     assert lint_tensorrt(model) == []
 

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.cli import main
 from edgeq.data import load_data
-from edgeq.export import LintViolation, lint_tensorrt
+from edgeq.graph.trt_lint import LintViolation, lint_tensorrt
 from edgeq.quantize import Int8Config, QuantizeInputs, quantize
 from tests.unit.int8_graphs import images, mobilenet_block
 

@@ -10,9 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.data import load_data
 from edgeq.errors import ConfigError, UnsupportedError
-from edgeq.quantize.algorithms.rtn import rtn
+from edgeq.numerics.weight_only.rtn import rtn
 from edgeq.quantize.api import QuantizeInputs, quantize
-from edgeq.quantize.codecs import get_codec
+from edgeq.numerics.codecs import get_codec
 from edgeq.quantize.config import WeightOnlyConfig
 
 RNG = np.random.default_rng(0)
@@ -299,7 +299,7 @@ def test_float16_models_keep_float16_scales(weights: str, fmt: str) -> None:
 def test_layer_statistics_leave_padding_tokens_out() -> None:
     """X^T X, mean and mean |x| are over the tokens the mask keeps, whatever the batching."""
     from edgeq.graph.passes.weight_only import plan_targets
-    from edgeq.quantize.schemes.weight_only import collect_layer_stats
+    from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
 
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["emb"], name="embed"), helper.make_node("MatMul", ["emb", "W1"], ["y"], name="fc1")]
     graph = helper.make_graph(

@@ -2,7 +2,7 @@
 
 The pass finds ``Conv -> [Relu | Clip(0, c)] -> Conv`` chains whose middle tensors have no
 other reader and applies per-channel factors chosen elsewhere
-(``edgeq.quantize.int8_equalize``): the first conv's output channel ``i`` (weights and bias)
+(``edgeq.numerics.int8.equalize``): the first conv's output channel ``i`` (weights and bias)
 is multiplied by ``t_i`` and the second conv's input channel ``i`` divided by it.
 """
 

@@ -23,7 +23,7 @@ from edgeq.graph.passes.base import (
     set_initializer,
     topological_sort,
 )
-from edgeq.quantize.int8_smoothquant import smoothquant_scales
+from edgeq.numerics.int8.smoothquant import smoothquant_scales
 
 
 def _weight_rows(node: onnx.NodeProto, weight: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The weight-only rewrite: find the weights, and swap float nodes for quantized ones.
 
-The scheme (``edgeq.quantize.schemes.weight_only``) decides codes and formats; this module
+The scheme (``edgeq.quantize.schemes.weight_only.scheme``) decides codes and formats; this module
 only moves tensors around: it says which MatMul / Gemm / Gather weights can be replaced (and
 why not, for the others), reads each weight as a ``[rows, cols]`` matrix blocked along the
 reduction axis, and splices the emitted nodes in place of the original one, removing the float
@@ -24,7 +24,7 @@ from edgeq.graph.passes.base import (
     remove_unused_initializers,
 )
 from edgeq.graph.quantizable import find_quantizable, initializer_map
-from edgeq.quantize.formats import Emitted
+from edgeq.graph.formats import Emitted
 
 FLOAT_TYPES: dict[int, type[np.floating]] = {int(onnx.TensorProto.FLOAT): np.float32, int(onnx.TensorProto.FLOAT16): np.float16}
 

@@ -47,7 +47,7 @@ ZERO_POINT = -128  # code of the grid's lowest value: the real 0 of a [0, hi] ac
 def _effective_weight(index: GraphIndex, name: str) -> np.ndarray:
     """The float weight a node computes with: an initializer, or the dequantized int8 one
     (symmetric, per tensor or per channel, as edgeq and TensorRT write them)."""
-    from edgeq.quantize.int8_weights import dequantize_weight
+    from edgeq.numerics.int8.weights import dequantize_weight
 
     value = index.constant(name)
     if value is not None:

@@ -1,0 +1,1 @@
+"""Quantization schemes, one folder each; importing a folder registers its handler."""

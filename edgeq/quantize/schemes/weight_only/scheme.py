@@ -29,14 +29,14 @@ from edgeq.graph.passes.weight_only import (
     weight_bytes,
 )
 from edgeq.progress import progress_bar
-from edgeq.quantize import algorithms
-from edgeq.quantize.algorithms import AlgorithmResult, LayerStats
-from edgeq.quantize.algorithms.awq import awq_group
-from edgeq.quantize.algorithms.common import result_error, weight_sqnr_db
+from edgeq.numerics import weight_only as algorithms
+from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
+from edgeq.numerics.weight_only.awq import awq_group
+from edgeq.numerics.weight_only.common import result_error, weight_sqnr_db
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
-from edgeq.quantize.codecs import Codec, get_codec
+from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
-from edgeq.quantize.formats import Emitted, bnb4, gather, matmulnbits, qdq
+from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 DATA_DRIVEN = (Method.GPTQ, Method.AWQ)

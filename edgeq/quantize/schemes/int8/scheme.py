@@ -25,7 +25,8 @@ from edgeq.graph.passes.equalize import CrossLayerEqualization, find_equalizatio
 from edgeq.graph.passes.fold_batchnorm import FoldBatchNorm
 from edgeq.graph.passes.qdq import COMPUTE_OPS, MIN_OPSET, InsertQdq, QdqPlan, WeightQuantization, plan_qdq
 from edgeq.graph.quantizable import find_quantizable
-from edgeq.quantize import int8_equalize, int8_weights
+from edgeq.numerics.int8 import equalize as int8_equalize
+from edgeq.numerics.int8 import weights as int8_weights
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Int8Config
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
@@ -135,7 +136,7 @@ def _equalize(model: onnx.ModelProto, data: Any, quantized: set[str], progress: 
 
 def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str, reduce_range: bool) -> dict[str, WeightQuantization]:
     from edgeq.graph.passes.base import GraphIndex
-    from edgeq.quantize.int8_sequential import weight_qmax
+    from edgeq.quantize.schemes.int8.sequential import weight_qmax
 
     index = GraphIndex(model.graph)
     by_name = {n.name: n for n in model.graph.node}
@@ -241,7 +242,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         if tensor in candidates:
             candidates[tensor] = {"centered": value}
     if sequential:
-        from edgeq.quantize.int8_sequential import SequentialOptions, sequential_quantize
+        from edgeq.quantize.schemes.int8.sequential import SequentialOptions, sequential_quantize
 
         batches = _take_batches(data, SEQUENTIAL_SAMPLES)
         options = SequentialOptions(
@@ -266,7 +267,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         if config.bias_correction:
             summary.notes.append("bias correction skipped: it needs --data (samples through the quantized layers)")
 
-    from edgeq.quantize.int8_sequential import weight_qmax
+    from edgeq.quantize.schemes.int8.sequential import weight_qmax
 
     before = {n.name: n for n in model.graph.node}
     act_of = {name: before[name].input[0] for name in plan.nodes}
@@ -294,7 +295,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         rewritten = rewrite_for_onnxruntime(model)
         summary.notes.append(f"layout onnxruntime: {rewritten or 'no tensor to rewrite'}; not for TensorRT, which needs zero points of 0")
     else:
-        from edgeq.export.trt_lint import lint_tensorrt
+        from edgeq.graph.trt_lint import lint_tensorrt
 
         violations = lint_tensorrt(model)
         if violations:  # edgeq's own graphs must pass its lint; anything else is a bug to report

@@ -10,7 +10,7 @@
    default because it sees what a layer-local proxy cannot, how much of a layer's error
    survives the rest of the network (``benchmarks/mixed.py`` prints how well the Hessian proxy
    ``trace(E H E^T)`` ranks layers against it on MiniLM);
-2. **allocation**: the multiple-choice knapsack in :mod:`edgeq.quantize.mixed` with each
+2. **allocation**: the multiple-choice knapsack in :mod:`edgeq.numerics.allocation` with each
    option's exact stored bytes (codes, scales and zero points as the ONNX format writes them,
    computed by the very emitters that write the file);
 3. **rewrite**: each matrix is quantized again with its chosen format (the algorithms are
@@ -47,13 +47,13 @@ from edgeq.graph.passes.weight_only import (
 )
 from edgeq.metrics import sqnr_db
 from edgeq.progress import progress_bar
-from edgeq.quantize import algorithms
-from edgeq.quantize.algorithms import AlgorithmResult, LayerStats, weighted_error
+from edgeq.numerics import weight_only as algorithms
+from edgeq.numerics.weight_only import AlgorithmResult, LayerStats, weighted_error
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
-from edgeq.quantize.codecs import BlockQuantized, get_codec, num_blocks
+from edgeq.numerics.codecs import BlockQuantized, get_codec, num_blocks
 from edgeq.quantize.config import Method, MixedPrecisionConfig
-from edgeq.quantize.formats import Emitted, bnb4, gather, matmulnbits
-from edgeq.quantize.mixed import (
+from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits
+from edgeq.numerics.allocation import (
     Allocation,
     Option,
     OutputError,
@@ -63,7 +63,7 @@ from edgeq.quantize.mixed import (
     least_error_bytes,
     minimum_bytes,
 )
-from edgeq.quantize.schemes.weight_only import is_sequence_model, mask_input
+from edgeq.quantize.schemes.weight_only.scheme import is_sequence_model, mask_input
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 FLOAT = "float"  # the candidate that leaves a matrix as it is
@@ -803,7 +803,7 @@ def quantize_mixed(model: onnx.ModelProto, config: MixedPrecisionConfig, inputs:
 
     stats: dict[str, LayerStats] = {}
     if method in DATA_DRIVEN:
-        from edgeq.quantize.schemes.weight_only import collect_layer_stats
+        from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
 
         started = time.perf_counter()
         stats = collect_layer_stats(model, targets, inputs.data, inputs.progress)

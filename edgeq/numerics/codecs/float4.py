@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quantize.codecs.base import Codec
+from edgeq.numerics.codecs.base import Codec
 
 # NormalFloat4 (QLoRA): quantiles of N(0, 1) normalised to [-1, 1], with an exact zero.
 NF4_TABLE = np.array(

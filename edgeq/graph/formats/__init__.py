@@ -1,6 +1,6 @@
 """ONNX encodings of block-quantized weights, one module per format.
 
-Each module turns a :class:`~edgeq.quantize.codecs.BlockQuantized` weight into nodes and
+Each module turns a :class:`~edgeq.numerics.codecs.BlockQuantized` weight into nodes and
 initializers (an :class:`Emitted`) and never does quantization math itself. What onnxruntime
 1.32 can execute was measured, not assumed; combinations it cannot run (or runs wrongly) are
 refused here with the alternative named.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeq.quantize.codecs.base import Codec
+from edgeq.numerics.codecs.base import Codec
 
 
 def integer_codec(bits: int, symmetric: bool, positive_scales: bool = False) -> Codec:

@@ -28,7 +28,8 @@ from onnx import helper, numpy_helper
 
 from edgeq.graph.passes.base import GraphIndex, get_attribute
 from edgeq.graph.passes.qdq import QdqPlan, WeightQuantization
-from edgeq.quantize import int8_bias, int8_weights
+from edgeq.numerics.int8 import bias as int8_bias
+from edgeq.numerics.int8 import weights as int8_weights
 
 DEFAULT_RATIOS = (1.0, 0.95, 0.9, 0.84, 0.77, 0.68, 0.58)
 # Data-fitted steps need many more rows (input positions) than unknowns per output channel, or
@@ -412,7 +413,7 @@ def _gptq_values(
     node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray], qmax: int
 ) -> np.ndarray | None:
     """GPTQ integers on the per-channel grid, or None for layouts it does not handle."""
-    from edgeq.quantize import int8_gptq
+    from edgeq.numerics.int8 import gptq as int8_gptq
 
     if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
         geometry = _conv_geometry(node, weight)
@@ -433,7 +434,7 @@ def _gptq_values(
 
 def _rows_per_weight(node: onnx.NodeProto, weight: np.ndarray, inputs: list[np.ndarray]) -> float:
     """Input rows (patch positions or token rows) per weight of one output channel."""
-    from edgeq.quantize.int8_gptq import MAX_ROWS
+    from edgeq.numerics.int8.gptq import MAX_ROWS
 
     if node.op_type == "Conv" and weight.ndim == 4:
         rows = sum(int(np.prod(x.shape[2:])) * x.shape[0] for x in inputs)  # ~ output positions
@@ -446,7 +447,7 @@ def _rows_per_weight(node: onnx.NodeProto, weight: np.ndarray, inputs: list[np.n
 
 def _layer_statistics(node: onnx.NodeProto, weight: np.ndarray, axis: int, inputs: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray | None:
     """The layer's weight refitted (ridge least squares) so its quantized input maps to the float output."""
-    from edgeq.quantize import int8_gptq
+    from edgeq.numerics.int8 import gptq as int8_gptq
 
     if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
         geometry = _conv_geometry(node, weight)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.quantize.algorithms.awq import awq
-from edgeq.quantize.algorithms.common import AlgorithmResult, LayerStats, output_error, weighted_error
-from edgeq.quantize.algorithms.gptq import gptq
-from edgeq.quantize.algorithms.hqq import hqq
-from edgeq.quantize.algorithms.rtn import rtn
-from edgeq.quantize.codecs import Codec
+from edgeq.numerics.weight_only.awq import awq
+from edgeq.numerics.weight_only.common import AlgorithmResult, LayerStats, output_error, weighted_error
+from edgeq.numerics.weight_only.gptq import gptq
+from edgeq.numerics.weight_only.hqq import hqq
+from edgeq.numerics.weight_only.rtn import rtn
+from edgeq.numerics.codecs import Codec
 
 __all__ = ["AlgorithmResult", "LayerStats", "output_error", "run", "weighted_error"]
 

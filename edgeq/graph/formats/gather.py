@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from onnx import helper, numpy_helper
 
-from edgeq.quantize.codecs import BlockQuantized
-from edgeq.quantize.codecs.packing import pack_bits
-from edgeq.quantize.formats import MS_DOMAIN, Emitted
-from edgeq.quantize.formats.qdq import integer_tensor
+from edgeq.numerics.codecs import BlockQuantized
+from edgeq.numerics.codecs.packing import pack_bits
+from edgeq.graph.formats import MS_DOMAIN, Emitted
+from edgeq.graph.formats.qdq import integer_tensor
 
 
 def check_table(q: BlockQuantized) -> str | None:

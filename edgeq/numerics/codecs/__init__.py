@@ -1,12 +1,12 @@
 """Number formats for weights: quantize, dequantize and pack, in pure numpy.
 
 ``get_codec("int4", symmetric=False)`` returns the :class:`Codec` for a ``--weights`` value;
-:mod:`edgeq.quantize.codecs.packing` turns codes into the byte layouts the ONNX formats need.
+:mod:`edgeq.numerics.codecs.packing` turns codes into the byte layouts the ONNX formats need.
 """
 
 from __future__ import annotations
 
-from edgeq.quantize.codecs.base import (
+from edgeq.numerics.codecs.base import (
     BlockQuantized,
     Codec,
     from_blocks,
@@ -14,8 +14,8 @@ from edgeq.quantize.codecs.base import (
     quantize_with_params,
     to_blocks,
 )
-from edgeq.quantize.codecs.float4 import FP4_TABLE, NF4_TABLE, fp4_codec, nf4_codec
-from edgeq.quantize.codecs.integer import integer_codec
+from edgeq.numerics.codecs.float4 import FP4_TABLE, NF4_TABLE, fp4_codec, nf4_codec
+from edgeq.numerics.codecs.integer import integer_codec
 
 __all__ = [
     "FP4_TABLE",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.quantize.codecs import BlockQuantized
+from edgeq.numerics.codecs import BlockQuantized
 
 # Rows handled at once by the block-local searches: bounds the float64 temporaries on
 # embedding tables (30k x 384) to a few tens of MB.

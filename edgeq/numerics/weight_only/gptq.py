@@ -19,15 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeq.quantize.algorithms.common import (
+from edgeq.numerics.weight_only.common import (
     AlgorithmResult,
     LayerStats,
     bias_correction,
     output_error,
     result_error,
 )
-from edgeq.quantize.algorithms.rtn import fit_params, rtn
-from edgeq.quantize.codecs import BlockQuantized, Codec
+from edgeq.numerics.weight_only.rtn import fit_params, rtn
+from edgeq.numerics.codecs import BlockQuantized, Codec
 
 
 def _prepare_hessian(hessian: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:

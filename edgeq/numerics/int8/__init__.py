@@ -1,0 +1,1 @@
+"""int8 arithmetic: weight grids, bias correction, equalization and SmoothQuant scales, GPTQ rows."""
