@@ -129,8 +129,8 @@ def main() -> int:
     from edgeq.data import load_data
     from edgeq.graph.io import load_model
     from edgeq.graph.passes.weight_only import read_weight
-    from edgeq.quantize.config import MixedPrecisionConfig
     from edgeq.numerics.allocation import allocate, budget_from_avg_bits, format_bytes, spearman
+    from edgeq.quantize.config import MixedPrecisionConfig
     from edgeq.quantize.schemes.mixed.scheme import Fitted, build_mixed, measure_sensitivity, plan_matrices
     from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
 

@@ -23,8 +23,8 @@ def _lint(model: Path, target: str, as_json: bool) -> None:
     import json
 
     from edgeq.cli._common import choice
-    from edgeq.graph.trt_lint import lint_tensorrt
     from edgeq.graph.io import load_model
+    from edgeq.graph.trt_lint import lint_tensorrt
 
     choice(target, ("tensorrt",), "--lint")
     violations = lint_tensorrt(load_model(model))

@@ -694,8 +694,8 @@ def tensorrt_violations(model: onnx.ModelProto) -> list[Any]:
     apply to them, TensorRT's block-quantization rules do (INT4, strictly positive scales, zero
     point 0, one blocked axis, an even last dimension).
     """
-    from edgeq.graph.trt_lint import LintViolation, lint_tensorrt
     from edgeq.graph.passes.base import GraphIndex, get_attribute
+    from edgeq.graph.trt_lint import LintViolation, lint_tensorrt
 
     index = GraphIndex(model.graph)
     names = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)}

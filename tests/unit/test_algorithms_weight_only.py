@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeq.numerics.codecs import get_codec
 from edgeq.numerics.weight_only import LayerStats, output_error, run
 from edgeq.numerics.weight_only.awq import channel_scales
 from edgeq.numerics.weight_only.gptq import gptq_walk
 from edgeq.numerics.weight_only.rtn import rtn
-from edgeq.numerics.codecs import get_codec
 
 CODECS = [("int2", False), ("int4", True), ("int4", False), ("int8", True), ("nf4", True)]
 

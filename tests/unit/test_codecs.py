@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeq.numerics.weight_only.rtn import fit_params, rtn
 from edgeq.numerics.codecs import FP4_TABLE, NF4_TABLE, get_codec, quantize_with_params
 from edgeq.numerics.codecs.packing import (
     pack_bits,
@@ -16,6 +15,7 @@ from edgeq.numerics.codecs.packing import (
     unpack_bits,
     unpack_nibbles_high_first,
 )
+from edgeq.numerics.weight_only.rtn import fit_params, rtn
 
 CODECS = [("int2", True), ("int2", False), ("int4", True), ("int4", False), ("int8", True), ("int8", False), ("nf4", True), ("fp4", True)]
 

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeq.numerics.codecs import get_codec
 from edgeq.numerics.weight_only import run
 from edgeq.quantize.api import quantize
-from edgeq.numerics.codecs import get_codec
 from edgeq.quantize.config import WeightOnlyConfig
 
 

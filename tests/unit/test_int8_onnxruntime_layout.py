@@ -12,8 +12,8 @@ from edgeq import metrics
 from edgeq.cli import main
 from edgeq.data import load_data
 from edgeq.errors import ConfigError
-from edgeq.graph.trt_lint import lint_tensorrt
 from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
+from edgeq.graph.trt_lint import lint_tensorrt
 from edgeq.quantize import Int8Config, QuantizeInputs, quantize
 from edgeq.quantize.schemes.int8.sequential import weight_qmax
 from tests.unit.int8_graphs import images, mobilenet_block, run

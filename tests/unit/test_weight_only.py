@@ -10,9 +10,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.data import load_data
 from edgeq.errors import ConfigError, UnsupportedError
+from edgeq.numerics.codecs import get_codec
 from edgeq.numerics.weight_only.rtn import rtn
 from edgeq.quantize.api import QuantizeInputs, quantize
-from edgeq.numerics.codecs import get_codec
 from edgeq.quantize.config import WeightOnlyConfig
 
 RNG = np.random.default_rng(0)

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from edgeq.numerics.weight_only.rtn import rtn
-from edgeq.numerics.codecs import FP4_TABLE, NF4_TABLE, BlockQuantized, get_codec
 from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
+from edgeq.numerics.codecs import FP4_TABLE, NF4_TABLE, BlockQuantized, get_codec
+from edgeq.numerics.weight_only.rtn import rtn
 
 
 def _model(emitted: Emitted, inputs: list[onnx.ValueInfoProto], output_shape: list[int]) -> onnx.ModelProto:

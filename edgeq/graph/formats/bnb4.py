@@ -13,9 +13,9 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from edgeq.errors import UnsupportedError
+from edgeq.graph.formats import MS_DOMAIN, Emitted
 from edgeq.numerics.codecs import BlockQuantized
 from edgeq.numerics.codecs.packing import pack_nibbles_high_first
-from edgeq.graph.formats import MS_DOMAIN, Emitted
 
 QUANT_TYPE = {"fp4": 0, "nf4": 1}
 

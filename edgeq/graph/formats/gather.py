@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from onnx import helper, numpy_helper
 
-from edgeq.numerics.codecs import BlockQuantized
-from edgeq.numerics.codecs.packing import pack_bits
 from edgeq.graph.formats import MS_DOMAIN, Emitted
 from edgeq.graph.formats.qdq import integer_tensor
+from edgeq.numerics.codecs import BlockQuantized
+from edgeq.numerics.codecs.packing import pack_bits
 
 
 def check_table(q: BlockQuantized) -> str | None:

@@ -15,9 +15,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.errors import UnsupportedError
+from edgeq.graph.formats import MS_DOMAIN, Emitted
 from edgeq.numerics.codecs import BlockQuantized
 from edgeq.numerics.codecs.packing import pack_bits
-from edgeq.graph.formats import MS_DOMAIN, Emitted
 
 SUPPORTED_BITS = (2, 4, 8)
 

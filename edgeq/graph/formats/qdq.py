@@ -14,9 +14,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.errors import UnsupportedError
+from edgeq.graph.formats import Emitted
 from edgeq.numerics.codecs import BlockQuantized
 from edgeq.numerics.codecs.packing import pack_bits
-from edgeq.graph.formats import Emitted
 
 _TYPES = {
     (2, True): TensorProto.INT2,

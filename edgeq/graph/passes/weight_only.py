@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgeq.graph.formats import Emitted
 from edgeq.graph.passes.base import (
     GraphIndex,
     NameMaker,
@@ -24,7 +25,6 @@ from edgeq.graph.passes.base import (
     remove_unused_initializers,
 )
 from edgeq.graph.quantizable import find_quantizable, initializer_map
-from edgeq.graph.formats import Emitted
 
 FLOAT_TYPES: dict[int, type[np.floating]] = {int(onnx.TensorProto.FLOAT): np.float32, int(onnx.TensorProto.FLOAT16): np.float16}
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.numerics.codecs import Codec
 from edgeq.numerics.weight_only.common import AlgorithmResult, LayerStats, bias_correction, output_error
 from edgeq.numerics.weight_only.rtn import rtn
-from edgeq.numerics.codecs import Codec
 
 
 def channel_scales(magnitudes: np.ndarray, alpha: float) -> np.ndarray:

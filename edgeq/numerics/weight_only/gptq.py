@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeq.numerics.codecs import BlockQuantized, Codec
 from edgeq.numerics.weight_only.common import (
     AlgorithmResult,
     LayerStats,
@@ -27,7 +28,6 @@ from edgeq.numerics.weight_only.common import (
     result_error,
 )
 from edgeq.numerics.weight_only.rtn import fit_params, rtn
-from edgeq.numerics.codecs import BlockQuantized, Codec
 
 
 def _prepare_hessian(hessian: np.ndarray, damp: float) -> tuple[np.ndarray, np.ndarray]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeq.numerics.codecs import Codec, to_blocks
 from edgeq.numerics.weight_only.common import ROW_CHUNK, AlgorithmResult, LayerStats
 from edgeq.numerics.weight_only.rtn import fit_params, quantize_blocks
-from edgeq.numerics.codecs import Codec, to_blocks
 
 
 def _shrink(x: np.ndarray, beta: float, p: float) -> np.ndarray:

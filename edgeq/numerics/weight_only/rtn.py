@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.numerics.weight_only.common import ROW_CHUNK, AlgorithmResult, LayerStats
 from edgeq.numerics.codecs import BlockQuantized, Codec, quantize_with_params, to_blocks
+from edgeq.numerics.weight_only.common import ROW_CHUNK, AlgorithmResult, LayerStats
 
 
 def clip_ratios(codec: Codec, steps: int = 20) -> np.ndarray:

@@ -36,6 +36,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.errors import ConfigError, UnsupportedError
+from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits
 from edgeq.graph.passes.base import GraphIndex, NameMaker, remove_unused_initializers
 from edgeq.graph.passes.weight_only import (
     LeftInFloat,
@@ -46,13 +47,7 @@ from edgeq.graph.passes.weight_only import (
     weight_bytes,
 )
 from edgeq.metrics import sqnr_db
-from edgeq.progress import progress_bar
 from edgeq.numerics import weight_only as algorithms
-from edgeq.numerics.weight_only import AlgorithmResult, LayerStats, weighted_error
-from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
-from edgeq.numerics.codecs import BlockQuantized, get_codec, num_blocks
-from edgeq.quantize.config import Method, MixedPrecisionConfig
-from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits
 from edgeq.numerics.allocation import (
     Allocation,
     Option,
@@ -63,6 +58,11 @@ from edgeq.numerics.allocation import (
     least_error_bytes,
     minimum_bytes,
 )
+from edgeq.numerics.codecs import BlockQuantized, get_codec, num_blocks
+from edgeq.numerics.weight_only import AlgorithmResult, LayerStats, weighted_error
+from edgeq.progress import progress_bar
+from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
+from edgeq.quantize.config import Method, MixedPrecisionConfig
 from edgeq.quantize.schemes.weight_only.scheme import is_sequence_model, mask_input
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 

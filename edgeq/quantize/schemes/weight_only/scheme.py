@@ -19,6 +19,7 @@ import onnx
 
 from edgeq.calibrate.observers.base import Observer
 from edgeq.errors import ConfigError, UnsupportedError
+from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
 from edgeq.graph.passes.base import opset_version
 from edgeq.graph.passes.weight_only import (
     LeftInFloat,
@@ -28,15 +29,14 @@ from edgeq.graph.passes.weight_only import (
     read_weight,
     weight_bytes,
 )
-from edgeq.progress import progress_bar
 from edgeq.numerics import weight_only as algorithms
+from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
 from edgeq.numerics.weight_only.awq import awq_group
 from edgeq.numerics.weight_only.common import result_error, weight_sqnr_db
+from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
-from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
-from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 DATA_DRIVEN = (Method.GPTQ, Method.AWQ)
