@@ -33,7 +33,8 @@ def export_command(
     quiet: bool = typer.Option(False, "--quiet", help="Print only the bundle path."),
 ) -> None:
     """Export MODEL for a board: precision plan, TensorRT lint, verified ONNX, build.sh, manifest."""
-    from edgeq.export.bundle import export_bundle, parse_shapes
+    from edgeq.export import export_bundle
+    from edgeq.export.feeds import parse_shapes
 
     result = export_bundle(
         model, target, weights=weights, activations=activations, data=data, calib=calib, dla=dla,

@@ -81,7 +81,7 @@ def inspect_command(
 def _inspect_bundle(path: Path, as_json: bool) -> None:
     """A bundle folder: the manifest summary, and every file checked against its sha256."""
     from edgeq.errors import EdgeqError
-    from edgeq.export.bundle import format_bundle, inspect_bundle
+    from edgeq.export.readback import format_bundle, inspect_bundle
 
     manifest, problems = inspect_bundle(path)
     if as_json:

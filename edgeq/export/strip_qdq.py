@@ -101,8 +101,10 @@ def strip_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, float]
 
 
 def _evaluate_chain(model: onnx.ModelProto, chain: list[onnx.NodeProto], index: GraphIndex) -> np.ndarray:
-    import onnxruntime as ort
+    """The float weight a constant (Q ->) DQ chain yields, computed by onnxruntime's own kernels."""
     from onnx import helper
+
+    from edgeq.graph.session import run_nodes
 
     names = {i for n in chain for i in n.input if i}
     inits = []
@@ -113,12 +115,6 @@ def _evaluate_chain(model: onnx.ModelProto, chain: list[onnx.NodeProto], index: 
             value = index.constant(name)
             if value is not None:
                 inits.append(numpy_helper.from_array(value, name))
-    last = chain[-1]
-    scale = index.constant(last.input[1])
+    scale = index.constant(chain[-1].input[1])
     out_type = helper.np_dtype_to_tensor_dtype(scale.dtype) if scale is not None else onnx.TensorProto.FLOAT
-    graph = helper.make_graph([*chain], "fold", [], [helper.make_tensor_value_info(last.output[0], out_type, None)], inits)
-    tiny = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(tiny.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {})[0])
+    return run_nodes(chain, model.opset_import, model.ir_version, inits, output_type=out_type)

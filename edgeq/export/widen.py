@@ -103,17 +103,9 @@ def _tensor_bytes(tensor: onnx.TensorProto) -> int:
 def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, feeds: dict[str, np.ndarray],
               inits: list[onnx.TensorProto], out_type: int) -> np.ndarray:
     """Run one node in onnxruntime: the kernel the quantized model was verified with."""
-    import onnxruntime as ort
+    from edgeq.graph.session import run_nodes
 
-    inputs = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-              for k, v in feeds.items()]
-    graph = helper.make_graph([node], "evaluate", inputs,
-                              [helper.make_tensor_value_info(node.output[0], out_type, None)], inits)
-    tiny = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(tiny.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, feeds)[0])
+    return run_nodes([node], model.opset_import, model.ir_version, inits, feeds, out_type)
 
 
 class _Widener:

@@ -225,3 +225,50 @@ def _expected_axis(node: onnx.NodeProto, rank: int) -> int | None:
 def lint_tensorrt(model: onnx.ModelProto) -> list[LintViolation]:
     """Every place ``model`` breaks TensorRT's explicit-quantization rules, by node name."""
     return _Linter(model).run()
+
+
+def _weight_only_violations(model: onnx.ModelProto) -> tuple[list[LintViolation], set[str]]:
+    """TensorRT's block-quantization rules on each blocked DequantizeLinear, and the names of the
+    nodes they cover (the blocked DQs and their readers)."""
+    index = GraphIndex(model.graph)
+    names = {id(n): n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)}
+    covered: set[str] = set()
+    found: list[LintViolation] = []
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or not get_attribute(node, "block_size", 0):
+            continue
+        name = names[id(node)]
+        covered.add(name)
+        covered.update(names[id(r)] for r in index.readers(node.output[0]))
+        weight = index.initializers.get(node.input[0])
+        if weight is None:
+            found.append(LintViolation("weight-only-not-constant", name, "blocked DequantizeLinear input is not a constant weight"))
+            continue
+        if weight.data_type not in (onnx.TensorProto.INT4, onnx.TensorProto.INT8):
+            kind = onnx.TensorProto.DataType.Name(weight.data_type).lower()
+            found.append(LintViolation("weight-only-type", name, f"{kind} blocks; TensorRT takes INT4 (signed) weight-only blocks"))
+        rank = len(weight.dims)
+        axis = int(get_attribute(node, "axis", 1))  # type: ignore[call-overload]
+        axis = axis + rank if axis < 0 else axis
+        if rank >= 2 and axis != rank - 2:
+            found.append(LintViolation("weight-only-axis", name, f"blocks along axis {axis}; TensorRT blocks a MatMul weight along K (axis {rank - 2})"))
+        if rank and weight.dims[-1] % 2:
+            found.append(LintViolation("weight-only-shape", name, f"last dimension {weight.dims[-1]} is odd; INT4 packs two values per byte"))
+        for reader in index.readers(node.output[0]):
+            if reader.op_type not in ("MatMul", "Gemm") or list(reader.input).index(node.output[0]) != 1:
+                found.append(LintViolation("weight-only-reader", name, f"feeds {reader.op_type}; TensorRT weight-only is DequantizeLinear -> MatMul/Gemm weight"))
+    return found, covered
+
+
+def tensorrt_violations(model: onnx.ModelProto) -> list[LintViolation]:
+    """The TensorRT lint, plus the INT4 weight-only rules (blocked DequantizeLinear -> MatMul/Gemm).
+
+    Weight-only layers have no activation Q/DQ and block their scales along K (the second-to-last
+    weight axis) by design: the lint's int8 rules ``unquantized-input`` and ``weight-axis`` do not
+    apply to them, TensorRT's block-quantization rules do (INT4, strictly positive scales, zero
+    point 0, one blocked axis, an even last dimension).
+    """
+    own, covered = _weight_only_violations(model)
+    kept = [v for v in lint_tensorrt(model)
+            if not (v.rule in ("unquantized-input", "weight-axis") and v.node in covered)]
+    return kept + own

@@ -9,6 +9,7 @@ from edgeq.quantize.config import (
     WeightFormat,
     WeightOnlyConfig,
 )
+from edgeq.quantize.schemes.int8.scheme import rewrite_for_onnxruntime
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "quantize",
     "quantize_file",
     "register",
+    "rewrite_for_onnxruntime",
 ]

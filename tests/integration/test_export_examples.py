@@ -12,7 +12,8 @@ import pytest
 from edgeq_runtime.manifest import Manifest, verify_bundle
 
 from edgeq.cli import main
-from edgeq.export.bundle import export_bundle, tensorrt_violations
+from edgeq.export import export_bundle
+from edgeq.graph.trt_lint import tensorrt_violations
 from edgeq.metrics import cosine
 
 pytestmark = pytest.mark.slow

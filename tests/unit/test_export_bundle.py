@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeq.calibrate.trt_cache import read_cache
 from edgeq.cli import main
 from edgeq.errors import ConfigError, UnsupportedError
-from edgeq.export.bundle import export_bundle, model_formats
+from edgeq.export import export_bundle
+from edgeq.export.detect import model_formats
 from edgeq.metrics import cosine
 
 RNG = np.random.default_rng(7)

@@ -5,6 +5,7 @@ the ONNX and the engine is built on the device on first use. The cache key holds
 compute capability, TensorRT version, the ONNX file's sha256, the builder settings and the input
 shapes: change any of them and a new engine is built instead of a stale one being loaded.
 
+The build itself is ``edgeq_runtime.engine_build`` (shared with ``edgeq export --build-engine``).
 ``tensorrt`` comes with JetPack (it is not a pip dependency) and is imported only here, inside the
 methods. Needs the name-based tensor API of TensorRT 8.5+ (JetPack 5.1 and newer).
 """
@@ -24,6 +25,7 @@ import numpy as np
 from edgeq_runtime._fileio import atomic_write_bytes, sha256_file
 from edgeq_runtime.backends import register
 from edgeq_runtime.backends.base import Backend, BackendOptions
+from edgeq_runtime.engine_build import build_serialized_engine, build_settings, version_tuple
 from edgeq_runtime.errors import BundleError, MissingDependencyError
 from edgeq_runtime.manifest import TensorSpec
 
@@ -44,28 +46,9 @@ def _import_trt() -> Any:
     return tensorrt
 
 
-def _version_tuple(version: str) -> Tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "edgeq_runtime" / "engines"
-
-
-def build_settings(
-    target: Mapping[str, Any], shapes: Mapping[str, List[int]], calibration_cache: Optional[Path] = None
-) -> Dict[str, Any]:
-    """The builder settings that change an engine, taken from the bundle's target section."""
-    return {
-        "calibration_cache_sha256": sha256_file(calibration_cache) if calibration_cache else None,
-        "strongly_typed": bool(target.get("strongly_typed", False)),
-        "fp16": bool(target.get("fp16", False)),
-        "int8": bool(target.get("int8", False)),
-        "dla_core": target.get("dla_core"),
-        "workspace_mib": target.get("workspace_mib"),
-        "shapes": {name: list(shape) for name, shape in sorted(shapes.items())},
-    }
 
 
 def engine_cache_path(
@@ -92,32 +75,6 @@ def _spec_from_engine(trt: Any, engine: Any, name: str) -> TensorSpec:
     return TensorSpec(name=name, dtype=dtype, shape=dims)
 
 
-def _cache_calibrator(trt: Any, cache: bytes) -> Any:
-    """An entropy calibrator that never calibrates: it hands TensorRT the bundle's scales.
-
-    Implicit int8 (TensorRT 8 boards, DLA) needs a calibrator object even when every scale is
-    already known; returning the cache makes TensorRT skip calibration entirely.
-    """
-
-    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            super().__init__()
-
-        def get_batch_size(self) -> int:
-            return 1
-
-        def get_batch(self, names: Any) -> None:
-            return None
-
-        def read_calibration_cache(self) -> bytes:
-            return cache
-
-        def write_calibration_cache(self, data: Any) -> None:
-            return None
-
-    return CacheCalibrator()
-
-
 @register
 class TensorRTBackend(Backend):
     """Runs a TensorRT engine with the name-based tensor API (TensorRT 8.5+)."""
@@ -136,7 +93,7 @@ class TensorRTBackend(Backend):
         trt = _import_trt()
         self._trt = trt
         self.trt_version = str(trt.__version__)
-        if _version_tuple(self.trt_version) < MIN_VERSION:
+        if version_tuple(self.trt_version) < MIN_VERSION:
             raise BundleError(
                 "TensorRT " + self.trt_version + " is older than 8.5 (JetPack 4): edgeq-runtime's TensorRT backend "
                 "needs the name-based tensor API; use --backend ort"
@@ -202,69 +159,15 @@ class TensorRTBackend(Backend):
                 return engine
             log.warning("cached engine %s does not load; rebuilding it", cached)
         log.warning("building a TensorRT engine for %s on %s (first use; cached in %s)", model_path, self.gpu_name, cached)
-        serialized = self._build(model_path, settings)
+        # The manifest's "int8" without strong typing is implicit int8: the scales come from the cache.
+        serialized = build_serialized_engine(self._trt, model_path, settings, logger=self._logger,
+                                             calibration_cache=self._options.calibration_cache)
         atomic_write_bytes(cached, serialized)
         engine = self._runtime.deserialize_cuda_engine(serialized)
         if engine is None:
             raise BundleError(str(model_path) + ": TensorRT built an engine it then could not load")
         self.engine_source = str(cached) + " (built now)"
         return engine
-
-    def _build(self, model_path: Path, settings: Mapping[str, Any]) -> bytes:
-        trt = self._trt
-        builder = trt.Builder(self._logger)
-        creation = trt.NetworkDefinitionCreationFlag
-        flags = 0
-        if _version_tuple(self.trt_version) < (10,):
-            flags |= 1 << int(creation.EXPLICIT_BATCH)
-        if settings["strongly_typed"]:
-            if not hasattr(creation, "STRONGLY_TYPED"):
-                raise BundleError("the bundle asks for a strongly typed engine, which TensorRT " + self.trt_version
-                                  + " cannot build (needs 9.1+)")
-            flags |= 1 << int(creation.STRONGLY_TYPED)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, self._logger)
-        if not parser.parse_from_file(str(model_path)):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            first = errors[0].splitlines()[0] if errors else "unknown parser error"
-            raise BundleError(str(model_path) + ": TensorRT " + self.trt_version + " cannot parse the ONNX model (" + first
-                              + (" and " + str(len(errors) - 1) + " more" if len(errors) > 1 else "") + ")")
-        config = builder.create_builder_config()
-        if settings["workspace_mib"]:
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(float(settings["workspace_mib"]) * (1 << 20)))
-        if not settings["strongly_typed"]:
-            if settings["fp16"]:
-                config.set_flag(trt.BuilderFlag.FP16)
-            if settings["int8"]:
-                config.set_flag(trt.BuilderFlag.INT8)
-                cache = self._options.calibration_cache
-                if cache is None:
-                    raise BundleError("the bundle asks for implicit int8 but names no calibration cache; re-export it "
-                                      "with calibration data")
-                config.int8_calibrator = _cache_calibrator(trt, cache.read_bytes())
-        if settings["dla_core"] is not None:
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = int(settings["dla_core"])
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        dynamic = []
-        for i in range(network.num_inputs):
-            tensor = network.get_input(i)
-            if any(int(d) < 0 for d in tensor.shape):
-                shape = settings["shapes"].get(tensor.name)
-                if shape is None:
-                    raise BundleError("input " + repr(tensor.name) + " has dynamic dims; give its shape (--shape "
-                                      + tensor.name + ":1x128) to build a TensorRT engine")
-                dynamic.append((tensor.name, tuple(int(d) for d in shape)))
-        if dynamic:
-            profile = builder.create_optimization_profile()
-            for name, shape in dynamic:
-                profile.set_shape(name, shape, shape, shape)
-            config.add_optimization_profile(profile)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise BundleError(str(model_path) + ": TensorRT " + self.trt_version + " failed to build an engine (see its log "
-                              "above)")
-        return bytes(serialized)
 
     # ---- inference ------------------------------------------------------------------------------
     def _buffer(self, name: str, nbytes: int) -> int:

@@ -1,0 +1,89 @@
+"""What quantization a model already carries, so export can plan around it instead of redoing it.
+
+A model from ``edgeq quantize`` (or any other tool) arrives with int8 Q/DQ, blocked
+DequantizeLinear weights, or onnxruntime's contrib MatMuls; the bundle's precision plan is read
+from those nodes, and the weakest weight format decides what the board must support.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+CONTRIB = "com.microsoft"
+
+
+@dataclass
+class ModelFormats:
+    """The quantization a model already carries (a model from ``edgeq quantize`` or elsewhere)."""
+
+    int8_activations: int = 0  # QuantizeLinear on non-constant tensors
+    dq_weights: dict[str, int] = field(default_factory=dict)  # "int4" -> count of constant DQs
+    nbits: dict[int, int] = field(default_factory=dict)  # MatMulNBits bits -> count
+    bnb4: dict[str, int] = field(default_factory=dict)  # "nf4"/"fp4" -> count
+    other_contrib: dict[str, int] = field(default_factory=dict)
+    block_sizes: set[int] = field(default_factory=set)
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.int8_activations or self.dq_weights or self.nbits or self.bnb4)
+
+    def weights(self) -> str:
+        """The weight format that decides the plan: the one TensorRT has least support for."""
+        found = {*self.dq_weights, *(f"int{b}" for b in self.nbits), *self.bnb4}
+        for name in ("nf4", "fp4", "int2", "int4", "int8"):
+            if name in found:
+                return name
+        return "fp32"
+
+    def describe(self) -> str:
+        parts = []
+        if self.int8_activations:
+            parts.append(f"int8 Q/DQ on {self.int8_activations} activations")
+        parts += [f"{n} {k} DequantizeLinear weights" for k, n in sorted(self.dq_weights.items())]
+        parts += [f"{n} int{b} MatMulNBits" for b, n in sorted(self.nbits.items())]
+        parts += [f"{n} {k} MatMulBnb4" for k, n in sorted(self.bnb4.items())]
+        return ", ".join(parts) or "float"
+
+
+_DQ_NAMES: dict[int, str] = {
+    onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "int8", onnx.TensorProto.INT4: "int4",
+    onnx.TensorProto.UINT4: "int4",
+}
+if hasattr(onnx.TensorProto, "INT2"):
+    _DQ_NAMES.update({onnx.TensorProto.INT2: "int2", onnx.TensorProto.UINT2: "int2"})
+
+
+def model_formats(model: onnx.ModelProto) -> ModelFormats:
+    """Count the quantized nodes of ``model`` by format (int8 Q/DQ, DQ weights, contrib MatMuls)."""
+    from edgeq.graph.passes.base import GraphIndex, get_attribute
+
+    index = GraphIndex(model.graph)
+    found = ModelFormats()
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx"):
+            if node.op_type == "QuantizeLinear" and not index.is_constant(node.input[0]):
+                found.int8_activations += 1
+            elif node.op_type == "DequantizeLinear" and node.input[0] in index.initializers:
+                data_type = index.initializers[node.input[0]].data_type
+                weight = _DQ_NAMES.get(data_type, "other")
+                found.dq_weights[weight] = found.dq_weights.get(weight, 0) + 1
+                block = get_attribute(node, "block_size", 0)
+                if block:
+                    found.block_sizes.add(int(block))  # type: ignore[call-overload]
+        elif node.domain == CONTRIB:
+            if node.op_type == "MatMulNBits":
+                bits = int(get_attribute(node, "bits", 4))  # type: ignore[call-overload]
+                found.nbits[bits] = found.nbits.get(bits, 0) + 1
+                found.block_sizes.add(int(get_attribute(node, "block_size", 0)))  # type: ignore[call-overload]
+            elif node.op_type == "MatMulBnb4":
+                kind = "nf4" if int(get_attribute(node, "quant_type", 1)) == 1 else "fp4"  # type: ignore[call-overload]
+                found.bnb4[kind] = found.bnb4.get(kind, 0) + 1
+                found.block_sizes.add(int(get_attribute(node, "block_size", 0)))  # type: ignore[call-overload]
+            else:
+                found.other_contrib[node.op_type] = found.other_contrib.get(node.op_type, 0) + 1
+    # int8 weight DQs of a W8A8 model are part of the int8 plan, not weight-only.
+    if found.int8_activations and "int8" in found.dq_weights:
+        del found.dq_weights["int8"]
+    return found
