@@ -5,7 +5,10 @@ it builds an engine on first use, caches it under a key, and loads it from the c
 time. A bundled engine that does not load triggers a rebuild. Dynamic inputs without a shape get a
 one-line error. Host arrays go through device buffers and come back. The stand-ins do what the
 TensorRT and CUDA documentation describes, but they are not TensorRT: whether the real bindings
-behave this way is untested here.
+behave this way is untested here, and so is every engine these tests "build".
+
+The builder (``edgeq_runtime.engine_build``) is also what ``edgeq export --build-engine`` calls;
+its settings → builder calls are checked here directly, with the same stand-in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgeq_runtime.engine_build import build_serialized_engine, build_settings
 from edgeq_runtime.errors import BundleError
 from edgeq_runtime.manifest import Manifest
 from edgeq_runtime.session import Session
@@ -142,12 +146,34 @@ def fake_tensorrt(log: list[str]) -> types.ModuleType:
         def get_input(self, i: int) -> Tensor:
             return Tensor()
 
+    class TimingCache:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def serialize(self) -> bytes:
+            return self.data + b"+timings"
+
     class Config:
         def __init__(self) -> None:
             self.flags: list[str] = []
 
+        def __setattr__(self, name: str, value: object) -> None:
+            if name not in ("flags", "timing"):  # default_device_type, DLA_core, int8_calibrator, max_workspace_size
+                log.append(f"set {name} {value if name != 'int8_calibrator' else 'calibrator'}")
+            object.__setattr__(self, name, value)
+
         def set_memory_pool_limit(self, pool: str, size: int) -> None:
             log.append(f"workspace {size}")
+
+        def create_timing_cache(self, data: bytes) -> TimingCache:
+            log.append(f"timing cache in {data!r}")
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> None:
+            self.timing = cache
+
+        def get_timing_cache(self) -> TimingCache:
+            return self.timing
 
         def set_flag(self, flag: str) -> None:
             log.append(f"flag {flag}")
@@ -288,3 +314,56 @@ def test_implicit_int8_without_a_cache_is_refused(tmp_path, trt_log):
     bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "int8": True})
     with pytest.raises(BundleError, match="names no calibration cache"):
         Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]})
+
+
+def test_dla_bundle_builds_on_its_dla_core_with_gpu_fallback(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "fp16": True, "dla_core": 1,
+                                                      "gpu_fallback": True})
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
+        pass
+    assert "set default_device_type dla" in trt_log and "set DLA_core 1" in trt_log
+    assert "flag gpu_fallback" in trt_log and "flag fp16" in trt_log
+
+
+def test_no_dla_means_no_device_change_and_no_fallback_flag(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "fp16": True})
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
+        pass
+    assert not [line for line in trt_log if "DLA" in line or "device_type" in line or "gpu_fallback" in line]
+
+
+def _settings(**target: object) -> dict:
+    return build_settings(target, {"x": [1, 8]})
+
+
+def test_builder_explicit_int8_sets_the_flag_without_a_calibrator(tmp_path, trt_log):
+    import tensorrt
+
+    model = dense_model(tmp_path / "dense.onnx")
+    data = build_serialized_engine(tensorrt, model, _settings(int8=True, fp16=True), implicit_int8=False)
+    assert data.startswith(ENGINE_MAGIC)
+    assert "flag int8" in trt_log and "set int8_calibrator calibrator" not in trt_log
+    with pytest.raises(BundleError, match="names no calibration cache"):
+        build_serialized_engine(tensorrt, model, _settings(int8=True), implicit_int8=True)
+    with pytest.raises(BundleError, match="calibration cache implicit int8 needs is missing"):
+        build_serialized_engine(tensorrt, model, _settings(int8=True), calibration_cache=tmp_path / "absent.cache")
+
+
+def test_builder_reads_and_rewrites_the_timing_cache(tmp_path, trt_log):
+    import tensorrt
+
+    model = dense_model(tmp_path / "dense.onnx")
+    timing = tmp_path / "timing.cache"
+    build_serialized_engine(tensorrt, model, _settings(fp16=True), timing_cache=timing)
+    assert "timing cache in b''" in trt_log and timing.read_bytes() == b"+timings"
+    build_serialized_engine(tensorrt, model, _settings(fp16=True), timing_cache=timing)
+    assert "timing cache in b'+timings'" in trt_log and timing.read_bytes() == b"+timings+timings"
+
+
+def test_builder_before_tensorrt_8_4_sets_max_workspace_size(tmp_path, trt_log, monkeypatch):
+    import tensorrt
+
+    monkeypatch.setattr(tensorrt, "__version__", "8.2.1")  # JetPack 4 (Jetson Nano)
+    build_serialized_engine(tensorrt, dense_model(tmp_path / "dense.onnx"), _settings(workspace_mib=64))
+    assert f"set max_workspace_size {64 << 20}" in trt_log and not [x for x in trt_log if x.startswith("workspace")]
+    assert "network flags 1" in trt_log  # explicit batch before TensorRT 10
