@@ -48,9 +48,9 @@ def layer_of(module: str, table: dict[str, int]) -> int | None:
     best: tuple[int, int] | None = None
     for prefix, layer in table.items():
         exact_only = prefix == "edgeq"
-        if module == prefix or (not exact_only and module.startswith(prefix + ".")):
-            if best is None or len(prefix) > best[0]:
-                best = (len(prefix), layer)
+        matches = module == prefix or (not exact_only and module.startswith(prefix + "."))
+        if matches and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), layer)
     return None if best is None else best[1]
 
 
