@@ -91,3 +91,35 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path after links, or one inode (hard links)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: list[str | Path]) -> None:
+    """Raise ``ConfigError`` before any work when an output would replace one of the inputs.
+
+    ``outputs`` maps the option that names each output (``-o``, ``--summary``) to its path;
+    ``inputs`` lists every file the command reads (a model's external-data files included).
+    Symlinks and hard links count as the same file, and so does an output folder that holds an
+    input (a bundle written over the folder it is read from).
+    """
+    from edgeq.errors import ConfigError
+
+    files = [Path(p) for p in inputs if p is not None and str(p)]
+    for option, target in outputs.items():
+        if target is None or not str(target):
+            continue
+        out = Path(target)
+        for source in files:
+            if _same_file(out, source):
+                raise ConfigError(f"{option} {out}: that is the input {source}; choose another output path")
+            if out.is_dir() and not out.is_symlink() and source.resolve().is_relative_to(out.resolve()):
+                raise ConfigError(f"{option} {out}: the folder holds the input {source}; choose another output path")
