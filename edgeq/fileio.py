@@ -123,3 +123,74 @@ def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: lis
                 raise ConfigError(f"{option} {out}: that is the input {source}; choose another output path")
             if out.is_dir() and not out.is_symlink() and source.resolve().is_relative_to(out.resolve()):
                 raise ConfigError(f"{option} {out}: the folder holds the input {source}; choose another output path")
+
+
+class OutputSet:
+    """Several outputs of one command, committed together or not at all.
+
+    Each ``path(final)`` gives a temporary sibling to write; ``commit`` renames them all into
+    place, and if one rename fails the ones already renamed are put back as they were, so a
+    failing run never leaves the model written without its summary (or an HTML without its JSON).
+    Use it as a context manager: leaving the block with an exception removes every temporary.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | Path) -> Path:
+        final = Path(final)
+        if final.is_dir():
+            from edgeq.errors import ConfigError
+
+            raise ConfigError(f"{final}: is a folder; expected a file path")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        self._pending.append((Path(tmp_name), final))
+        return Path(tmp_name)
+
+    def commit(self) -> None:
+        done: list[tuple[Path, Path | None]] = []  # (final, backup of what it replaced)
+        try:
+            for tmp, final in self._pending:
+                _as_if_created(tmp, directory=False)
+                backup = None
+                if final.exists():
+                    backup = Path(tempfile.mkstemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent)[1])
+                    os.replace(final, backup)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    if backup is not None:
+                        os.replace(backup, final)
+                    raise
+                done.append((final, backup))
+        except BaseException:
+            for final, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, final)
+                    else:
+                        final.unlink()
+            self.discard()
+            raise
+        for _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+        self._pending = []
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending = []
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
