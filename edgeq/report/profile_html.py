@@ -6,6 +6,7 @@ from typing import Any
 
 from edgeq.report import plots
 from edgeq.report.formatting import DASH, fmt_ms, fmt_number, is_number
+from edgeq.report.inputs import LATENCY_KEYS
 from edgeq.report.markup import breakable, definition_list, esc, figure, flat_items, muted, shorten, tile
 
 
@@ -96,9 +97,8 @@ def _profile_tiles(section: dict[str, Any]) -> str:
 def _latency_block(section: dict[str, Any], pid: str) -> str:
     bench = section["benchmark"]
     lat = bench["latency_ms"]
-    keys = ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")
-    head = "".join(f"<th>{k}</th>" for k in keys)
-    cells = "".join(f"<td>{fmt_ms(lat.get(k))}</td>" for k in keys)
+    head = "".join(f"<th>{k}</th>" for k in LATENCY_KEYS)
+    cells = "".join(f"<td>{fmt_ms(lat.get(k))}</td>" for k in LATENCY_KEYS)
     table = (
         f'<div class="table-wrap"><table><thead><tr><th class="name">latency (ms)</th>{head}'
         f"<th>throughput (/s)</th></tr></thead><tbody><tr><td class=\"name\">batch {bench['batch'] or 1}</td>"
