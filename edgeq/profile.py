@@ -1,4 +1,4 @@
-"""Profile a bundle or ONNX file with the runtime's benchmark, from the workstation toolkit.
+"""The profiling driver: benchmark a bundle or ONNX file with the runtime, from the workstation toolkit.
 
 The runtime owns measurement (timing loop, op profiler, power sensors); this module only opens
 the session, forwards the options and turns the runtime's user errors into ``EdgeqError`` so the
