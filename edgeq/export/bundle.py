@@ -538,15 +538,16 @@ def export_bundle(
 
     source = None
     table = None
+    if calib is not None:  # the one table reader, as edgeq quantize; with --data too, the data decides the ranges
+        from edgeq.calibrate.table import BOTH_GIVEN_NOTE, load_calibration
+
+        table = load_calibration(calib, model_path)
+        if data is not None and plan.quantization == "implicit" and not formats.quantized:
+            notes.append(BOTH_GIVEN_NOTE)  # (explicit: the quantization summary says it)
     if data is not None:
         from edgeq.data import load_data
 
         source = load_data(data, model, samples=samples, batch_size=batch_size)
-    if calib is not None:
-        from edgeq.calibrate import CalibrationTable
-
-        table = CalibrationTable.load(calib)
-        table.check_model(model_path)
     sample = next(iter(source.batches(1)), None) if source is not None else None
     build_shapes, shape_notes = resolve_shapes(model, shapes, sample)
     notes += shape_notes
@@ -744,12 +745,12 @@ def _implicit(
         float_model, amax = strip_qdq(model)
         reference, name = model, "the Q/DQ model (DLA gets it as float + scales)"
     else:
-        if table is None:
-            if source is None:
-                raise DataError("--dla with int8 needs calibration for TensorRT's cache: pass --data or --calib")
+        if source is not None:  # measured on the data even when a table is given too (edgeq.calibrate.table)
             from edgeq.calibrate import calibrate
 
             table = calibrate(model, source, method="entropy", tensors="all", progress=progress)
+        elif table is None:
+            raise DataError("--dla with int8 needs calibration for TensorRT's cache: pass --data or --calib")
         amax = {t: table.amax(t) for t in table.tensors}
         float_model, reference, name = model, model, "the float model (int8 scales in calibration.cache)"
     text = format_cache(amax, str(trt_version_code(plan.tensorrt)), "EntropyCalibration2")

@@ -175,7 +175,6 @@ def test_no_embeddings_and_exclude_leave_nodes_in_float_with_reasons() -> None:
         (WeightOnlyConfig(weights="nf4", onnx_format="matmulnbits"), UnsupportedError, "bnb4"),  # type: ignore[arg-type]
         (WeightOnlyConfig(weights="int4", onnx_format="bnb4"), UnsupportedError, "nf4"),  # type: ignore[arg-type]
         (WeightOnlyConfig(weights="int4", method="gptq"), ConfigError, "--data"),  # type: ignore[arg-type]
-        (WeightOnlyConfig(weights="int4", exclude="("), ConfigError, "--exclude"),  # type: ignore[arg-type]
         (WeightOnlyConfig(weights="int4", onnx_format="qdq", accuracy_level=4), ConfigError, "accuracy-level"),  # type: ignore[arg-type]
     ],
 )

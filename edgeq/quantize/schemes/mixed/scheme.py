@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,11 +116,6 @@ def check_config(config: MixedPrecisionConfig) -> Method:
         raise ConfigError(f"--avg-bits: {config.avg_bits} is not a positive number of bits")
     if config.block_size < 16 or config.block_size & (config.block_size - 1):
         raise ConfigError(f"--block-size: {config.block_size} is not a power of two >= 16")
-    if config.exclude:
-        try:
-            re.compile(config.exclude)
-        except re.error as exc:
-            raise ConfigError(f"--exclude: {config.exclude!r} is not a valid regular expression ({exc})") from None
     resolve_candidates(config)
     return method
 

@@ -9,7 +9,6 @@ activation feeding a MatMul/Gemm, ``X^T X`` and the mean ``|x|`` per channel; pa
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -314,11 +313,6 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     check_config(config)
     if config.method in DATA_DRIVEN and inputs.data is None:
         raise ConfigError(f"--method {config.method.value} needs calibration data: pass --data (an .npz, folder or recipe)")
-    if config.exclude:
-        try:
-            re.compile(config.exclude)
-        except re.error as exc:
-            raise ConfigError(f"--exclude: {config.exclude!r} is not a valid regular expression ({exc})") from None
     fmt = config.resolved_format
     # The standard form is what TensorRT and other runtimes read: they refuse negative scales.
     codec = get_codec(config.weights.value, config.symmetric, positive_scales=fmt is OnnxFormat.QDQ)
