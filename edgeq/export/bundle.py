@@ -494,13 +494,15 @@ def export_bundle(
 ) -> ExportResult:
     """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically."""
     from edgeq.fileio import atomic_directory
+    from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.io import load_model, lower_ir_version, save_model
 
     model_path = Path(model_path)
     output = Path(output)
     profile = load_target(target)
     _check_output(output)
-    model = load_model(model_path)
+    onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
+    model = load_model(onnx_path)
     formats = model_formats(model)
     notes: list[str] = []
 
@@ -546,7 +548,7 @@ def export_bundle(
         from edgeq.calibrate import CalibrationTable
 
         table = CalibrationTable.load(calib)
-        table.check_model(model_path)
+        table.check_model(onnx_path)
     sample = next(iter(source.batches(1)), None) if source is not None else None
     build_shapes, shape_notes = resolve_shapes(model, shapes, sample)
     notes += shape_notes

@@ -94,9 +94,10 @@ def quantize_file(
     progress: bool = True,
 ) -> QuantizeResult:
     """Load, quantize, check and save atomically; the public function behind ``edgeq quantize``."""
-    from edgeq.graph.io import load_model, save_model
+    from edgeq.frontends.resolve import load_model_spec
+    from edgeq.graph.io import save_model
 
-    model = load_model(model_path)
+    model = load_model_spec(model_path)
     source = None
     table = None
     if data is not None:
