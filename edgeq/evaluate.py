@@ -283,14 +283,14 @@ def compare_models(
 ) -> CompareResult:
     """Compare each candidate with ``reference`` on ``data`` (a ``--data`` spec or a DataSource)."""
     from edgeq.data import load_data
-    from edgeq.graph.io import load_model
+    from edgeq.frontends.resolve import load_model_spec
 
     if not candidates:
         raise DataError("compare needs at least one candidate model besides the reference")
     ref_path = Path(reference)
-    ref_model = load_model(ref_path)
+    ref_model = load_model_spec(ref_path)
     cand_paths = [Path(c) for c in candidates]
-    cand_models = [load_model(p) for p in cand_paths]
+    cand_models = [load_model_spec(p) for p in cand_paths]
     source = load_data(data, ref_model, samples=samples, batch_size=batch_size)
     task = detect_task(ref_model)
     ref_outputs = [o.name for o in ref_model.graph.output]

@@ -494,13 +494,15 @@ def export_bundle(
 ) -> ExportResult:
     """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically."""
     from edgeq.fileio import atomic_directory
+    from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.io import load_model, lower_ir_version, save_model
 
     model_path = Path(model_path)
     output = Path(output)
     profile = load_target(target)
     _check_output(output)
-    model = load_model(model_path)
+    onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
+    model = load_model(onnx_path)
     formats = model_formats(model)
     notes: list[str] = []
 
@@ -541,7 +543,7 @@ def export_bundle(
     if calib is not None:  # the one table reader, as edgeq quantize; with --data too, the data decides the ranges
         from edgeq.calibrate.table import BOTH_GIVEN_NOTE, load_calibration
 
-        table = load_calibration(calib, model_path)
+        table = load_calibration(calib, onnx_path)
         if data is not None and plan.quantization == "implicit" and not formats.quantized:
             notes.append(BOTH_GIVEN_NOTE)  # (explicit: the quantization summary says it)
     if data is not None:

@@ -111,15 +111,17 @@ def quantize_file(
     ``calibration`` is read with :func:`edgeq.calibrate.load_calibration`, checked against
     ``model_path``; with ``data`` too, the data decides the activation ranges.
     """
+    from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.io import load_model, save_model
 
-    model = load_model(model_path)
+    onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
+    model = load_model(onnx_path)
     source = None
     table = None
     if calibration is not None:  # first: a bad table fails before the data is read
         from edgeq.calibrate.table import load_calibration
 
-        table = load_calibration(calibration, model_path)
+        table = load_calibration(calibration, onnx_path)
     if data is not None:
         from edgeq.data import load_data
 
