@@ -162,7 +162,7 @@ def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onn
     source = load_data(data, seq_model, batch_size=8)
     stats = {}
     if method == "gptq":
-        from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
+        from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
 
         stats = collect_layer_stats(seq_model, plan_targets(seq_model, True)[0], source, False)
     table = scheme.measure_sensitivity(seq_model, config, source, stats, samples=16)

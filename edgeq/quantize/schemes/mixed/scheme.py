@@ -63,7 +63,7 @@ from edgeq.numerics.weight_only import AlgorithmResult, LayerStats, weighted_err
 from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, MixedPrecisionConfig
-from edgeq.quantize.schemes.weight_only.scheme import is_sequence_model, mask_input
+from edgeq.quantize.schemes.weight_only.padding import is_sequence_model, mask_input
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 FLOAT = "float"  # the candidate that leaves a matrix as it is
@@ -803,7 +803,7 @@ def quantize_mixed(model: onnx.ModelProto, config: MixedPrecisionConfig, inputs:
 
     stats: dict[str, LayerStats] = {}
     if method in DATA_DRIVEN:
-        from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
+        from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
 
         started = time.perf_counter()
         stats = collect_layer_stats(model, targets, inputs.data, inputs.progress)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import onnx
 
-from edgeq.calibrate.observers.base import Observer
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
 from edgeq.graph.passes.base import opset_version
@@ -37,6 +34,7 @@ from edgeq.numerics.weight_only.common import result_error, weight_sqnr_db
 from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
+from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 DATA_DRIVEN = (Method.GPTQ, Method.AWQ)
@@ -64,143 +62,6 @@ def embedding_codec(config: WeightOnlyConfig, codec: Codec) -> tuple[Codec, str]
     if codec.is_integer:
         return codec, ""
     return get_codec("int4", config.symmetric, codec.positive_scales), f"int4 for the table: no onnxruntime Gather kernel decodes {codec.name}"
-
-
-# -- calibration statistics ---------------------------------------------------------------
-
-
-class _TokenMask(Observer):
-    """The current batch's ``attention_mask`` (the collector feeds graph inputs to observers too).
-
-    Registered first, so the statistics observers of the same batch read the mask it holds.
-    """
-
-    def __init__(self) -> None:
-        self.rows: np.ndarray | None = None
-
-    def update(self, x: np.ndarray) -> None:
-        self.rows = np.asarray(x).reshape(-1) != 0
-
-    def merge(self, other: Any) -> None:
-        raise TypeError("a batch's token mask is not a statistic; there is nothing to merge")
-
-
-class _LayerStatsObserver(Observer):
-    """``X^T X``, mean ``x`` and mean ``|x|`` of one MatMul input over the tokens that are not padding."""
-
-    def __init__(self, mask: _TokenMask | None) -> None:
-        self.mask = mask
-        self.gram: np.ndarray | None = None
-        self.abs_sum: np.ndarray | None = None
-        self.sum: np.ndarray | None = None
-        self.rows = 0
-
-    def update(self, x: np.ndarray) -> None:
-        rows = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
-        if self.mask is not None and self.mask.rows is not None and self.mask.rows.size == rows.shape[0]:
-            rows = rows[self.mask.rows]
-        # One batch's product in float32 (a few thousand rows), the running sum in float64.
-        gram = (rows.T @ rows).astype(np.float64)
-        magnitude = np.abs(rows).sum(axis=0, dtype=np.float64)
-        total = rows.sum(axis=0, dtype=np.float64)
-        self.sum = total if self.sum is None else self.sum + total
-        self.gram = gram if self.gram is None else self.gram + gram
-        self.abs_sum = magnitude if self.abs_sum is None else self.abs_sum + magnitude
-        self.rows += rows.shape[0]
-
-    def merge(self, other: Any) -> None:
-        self._check_same_kind(other)
-        if other.gram is None:
-            return
-        if self.gram is None or self.abs_sum is None or self.sum is None:
-            self.gram, self.abs_sum, self.sum = other.gram.copy(), other.abs_sum.copy(), other.sum.copy()
-        else:
-            self.gram += other.gram
-            self.abs_sum += other.abs_sum
-            self.sum += other.sum
-        self.rows += other.rows
-
-    def stats(self) -> LayerStats:
-        if self.gram is None or self.abs_sum is None or self.sum is None or self.rows == 0:
-            return LayerStats()
-        return LayerStats(hessian=self.gram / self.rows, magnitudes=self.abs_sum / self.rows, mean=self.sum / self.rows)
-
-
-def mask_input(model: onnx.ModelProto) -> str | None:
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
-        if "mask" in value.name.lower() and len(dims) == 2:
-            return value.name
-    return None
-
-
-class _TrimmedPadding:
-    """The calibration source with each batch's all-padding tail columns cut off.
-
-    Tokenized calibration sets are padded to a fixed length (MiniLM's: 81% padding); positions
-    masked out for every sample of a batch change no unmasked output of an attention model, and
-    the statistics ignore them anyway, so running them is pure waste. Applied only when every
-    model input is ``[batch, seq]`` with a dynamic ``seq`` and one of them is the mask.
-    """
-
-    def __init__(self, data: Any, mask_name: str) -> None:
-        self.data = data
-        self.mask_name = mask_name
-        self.num_samples = data.num_samples
-
-    def batches(self, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        # Token ids are small (MiniLM's 512 samples: 1.5 MB): hold them, and batch sentences of
-        # similar length together so little padding is left in any batch.
-        parts = list(self.data.batches(batch_size))
-        if not parts:
-            return
-        size = len(next(iter(parts[0].values())))
-        feeds = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        lengths = np.asarray(feeds[self.mask_name]).astype(bool)
-        last = np.where(lengths.any(axis=1), lengths.shape[1] - np.argmax(lengths[:, ::-1], axis=1), 1)
-        order = np.argsort(last, kind="stable")
-        for start in range(0, len(order), size):
-            rows = order[start : start + size]
-            width = int(last[rows].max())
-            yield {name: np.ascontiguousarray(value[rows, :width]) for name, value in feeds.items()}
-
-    def batch_samples(self, feeds: dict[str, np.ndarray]) -> int:
-        return int(self.data.batch_samples(feeds))
-
-
-def is_sequence_model(model: onnx.ModelProto) -> bool:
-    """Every fed input is ``[batch, seq]`` with a dynamic ``seq``: padding columns can be cut."""
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
-        if len(dims) != 2 or dims[1].HasField("dim_value"):
-            return False
-    return True
-
-
-def collect_layer_stats(
-    model: onnx.ModelProto, targets: list[WeightTarget], data: Any, progress: bool
-) -> dict[str, LayerStats]:
-    """Per activation tensor: the Hessian and channel magnitudes, from one pass over ``data``."""
-    from edgeq.calibrate.collector import collect
-
-    activations = list(dict.fromkeys(t.activation for t in targets if not t.is_embedding))
-    if not activations:
-        return {}
-    mask_name = mask_input(model)
-    mask = _TokenMask() if mask_name is not None else None
-    observers: dict[str, list[Observer]] = {}
-    if mask_name is not None and mask is not None:
-        observers[mask_name] = [mask]  # first: the other observers of a batch read it
-    layer_observers = {name: _LayerStatsObserver(mask) for name in activations}
-    for name, observer in layer_observers.items():
-        observers.setdefault(name, []).append(observer)
-    if mask_name is not None and is_sequence_model(model) and hasattr(data, "batches"):
-        data = _TrimmedPadding(data, mask_name)
-    collect(model, data, observers, progress=progress, description="collecting X^T X")
-    return {name: observer.stats() for name, observer in layer_observers.items()}
 
 
 # -- the handler ----------------------------------------------------------------------------
