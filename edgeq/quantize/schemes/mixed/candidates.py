@@ -15,7 +15,6 @@ from edgeq.quantize.config import Method, MixedPrecisionConfig
 FLOAT = "float"  # the candidate that leaves a matrix as it is
 FORMATS = ("int2", "int4", "int8", "nf4", "fp4", FLOAT)
 ALIASES = {"fp32": FLOAT, "float32": FLOAT, "fp16": None, "float16": None}
-DATA_DRIVEN = (Method.GPTQ, Method.AWQ)
 
 
 def resolve_candidates(config: MixedPrecisionConfig) -> list[str]:

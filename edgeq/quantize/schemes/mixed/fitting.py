@@ -15,8 +15,9 @@ from edgeq.graph.passes.weight_only import WeightTarget
 from edgeq.numerics import weight_only as algorithms
 from edgeq.numerics.codecs import BlockQuantized, get_codec, num_blocks
 from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
+from edgeq.numerics.weight_only.common import data_free_fallback
 from edgeq.quantize.config import Method
-from edgeq.quantize.schemes.mixed.candidates import DATA_DRIVEN, FLOAT
+from edgeq.quantize.schemes.mixed.candidates import FLOAT
 
 
 @dataclass
@@ -46,15 +47,13 @@ def unavailable_reason(target: WeightTarget, fmt: str) -> str | None:
 def fit(w: np.ndarray, target: WeightTarget, fmt: str, block_size: int, method: Method, stats: dict[str, LayerStats]) -> Fitted:
     """Quantize one ``[rows, cols]`` weight with the weight-only algorithms, as the weight-only scheme does."""
     codec = get_codec(fmt, True)
-    note = ""
     layer_stats = stats.get(target.activation)
-    if target.is_embedding and method in DATA_DRIVEN:
-        method, note = Method.HQQ, "hqq for the table: a lookup has no activations"
-    elif method in DATA_DRIVEN and (layer_stats is None or layer_stats.hessian is None):
-        method, note = Method.HQQ, "no calibration activations reached this node; hqq instead"
     flat = not codec.is_integer and not target.is_embedding and bnb4.flat_layout(target.rows, target.cols, block_size)
-    if flat and method in DATA_DRIVEN:
-        method, note = Method.HQQ, f"K={target.cols} is not a multiple of block {block_size}: bnb4 blocks straddle rows, hqq instead"
+    chosen, note = data_free_fallback(
+        method, table=target.is_embedding, has_hessian=layer_stats is not None and layer_stats.hessian is not None,
+        flat=flat, cols=target.cols, block_size=block_size,
+    )
+    method = Method(chosen)
     result = algorithms.run(method.value, codec, w.reshape(1, -1) if flat else w, block_size, layer_stats)
     return Fitted(result, method, note, flat)
 

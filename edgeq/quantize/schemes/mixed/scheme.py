@@ -40,9 +40,10 @@ from edgeq.numerics.allocation import (
     minimum_bytes,
 )
 from edgeq.numerics.weight_only import LayerStats
+from edgeq.numerics.weight_only.common import DATA_DRIVEN
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import MixedPrecisionConfig
-from edgeq.quantize.schemes.mixed.candidates import DATA_DRIVEN, check_config, resolve_candidates
+from edgeq.quantize.schemes.mixed.candidates import check_config, resolve_candidates
 from edgeq.quantize.schemes.mixed.fitting import planned_bytes
 from edgeq.quantize.schemes.mixed.sensitivity import SensitivityTable, measure_sensitivity, plan_matrices
 from edgeq.quantize.schemes.mixed.writer import (

@@ -18,12 +18,13 @@ from edgeq.graph.passes.weight_only import LeftInFloat, WeightTarget, plan_targe
 from edgeq.metrics import sqnr_db
 from edgeq.numerics.allocation import Option
 from edgeq.numerics.weight_only import LayerStats, weighted_error
+from edgeq.numerics.weight_only.common import DATA_DRIVEN
 from edgeq.progress import progress_bar
 from edgeq.quantize.config import MixedPrecisionConfig
-from edgeq.quantize.schemes.mixed.candidates import DATA_DRIVEN, FLOAT, check_config, resolve_candidates
+from edgeq.quantize.schemes.mixed.candidates import FLOAT, check_config, resolve_candidates
 from edgeq.quantize.schemes.mixed.fitting import fit, float_bytes, stored_bytes, unavailable_reason
 from edgeq.quantize.schemes.mixed.probe import WeightProbe
-from edgeq.quantize.schemes.weight_only.padding import is_sequence_model, mask_input
+from edgeq.quantize.schemes.weight_only.padding import is_sequence_model, mask_input, trimmed_batches
 
 # Calibration samples the sensitivity runs use: (targets x candidates) forward passes over them.
 # On MiniLM the per-format ranking of the 39 matrices from 16 samples has Spearman rho >= 0.996
@@ -53,14 +54,7 @@ def sensitivity_batches(model: onnx.ModelProto, data: Any, samples: int) -> tupl
     lengths = (np.asarray(joined[mask_name]) != 0).sum(axis=1)
     order = np.argsort(lengths, kind="stable")
     size = max(1, int(getattr(data, "batch_size", 8)))
-    batches = []
-    for start in range(0, count, size):
-        rows = order[start : start + size]
-        feeds = {name: value[rows] for name, value in joined.items()}
-        columns = np.flatnonzero(np.asarray(feeds[mask_name]).any(axis=0))
-        width = int(columns[-1]) + 1 if columns.size else 1
-        batches.append({name: np.ascontiguousarray(value[:, :width]) for name, value in feeds.items()})
-    return batches, mask_name, count
+    return list(trimmed_batches(joined, mask_name, size, order)), mask_name, count
 
 
 @dataclass

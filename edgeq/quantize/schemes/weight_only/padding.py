@@ -33,6 +33,29 @@ def is_sequence_model(model: onnx.ModelProto) -> bool:
     return True
 
 
+def padding_ends(mask: np.ndarray) -> np.ndarray:
+    """Per ``[batch, seq]`` mask row, one past its last real token (1 for a row of padding only)."""
+    real = np.asarray(mask).astype(bool)
+    return np.where(real.any(axis=1), real.shape[1] - np.argmax(real[:, ::-1], axis=1), 1)
+
+
+def trimmed_batches(
+    feeds: dict[str, np.ndarray], mask_name: str, size: int, order: np.ndarray | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """``feeds`` (all samples) regrouped ``size`` rows at a time, each batch cut after its last real token.
+
+    Rows go in ``order``, by default by where their tokens end, so sentences of similar length
+    share a batch and little padding is left in any of them.
+    """
+    ends = padding_ends(feeds[mask_name])
+    if order is None:
+        order = np.argsort(ends, kind="stable")
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        width = int(ends[rows].max())
+        yield {name: np.ascontiguousarray(value[rows, :width]) for name, value in feeds.items()}
+
+
 class TrimmedPadding:
     """The calibration source with each batch's all-padding tail columns cut off.
 
@@ -55,13 +78,7 @@ class TrimmedPadding:
             return
         size = len(next(iter(parts[0].values())))
         feeds = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-        lengths = np.asarray(feeds[self.mask_name]).astype(bool)
-        last = np.where(lengths.any(axis=1), lengths.shape[1] - np.argmax(lengths[:, ::-1], axis=1), 1)
-        order = np.argsort(last, kind="stable")
-        for start in range(0, len(order), size):
-            rows = order[start : start + size]
-            width = int(last[rows].max())
-            yield {name: np.ascontiguousarray(value[rows, :width]) for name, value in feeds.items()}
+        yield from trimmed_batches(feeds, self.mask_name, size)
 
     def batch_samples(self, feeds: dict[str, np.ndarray]) -> int:
         return int(self.data.batch_samples(feeds))

@@ -16,8 +16,7 @@ import numpy as np
 import onnx
 
 from edgeq.errors import ConfigError, UnsupportedError
-from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
-from edgeq.graph.passes.base import opset_version
+from edgeq.graph.formats import bnb4, gather, qdq
 from edgeq.graph.passes.weight_only import (
     LeftInFloat,
     WeightOnlyRewriter,
@@ -30,14 +29,13 @@ from edgeq.numerics import weight_only as algorithms
 from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
 from edgeq.numerics.weight_only.awq import awq_group
-from edgeq.numerics.weight_only.common import result_error, weight_sqnr_db
+from edgeq.numerics.weight_only.common import DATA_DRIVEN, data_free_fallback, result_error, weight_sqnr_db
 from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
 from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
+from edgeq.quantize.schemes.weight_only.writer import convert_opset, emit_target
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
-
-DATA_DRIVEN = (Method.GPTQ, Method.AWQ)
 
 
 def check_config(config: WeightOnlyConfig) -> None:
@@ -64,80 +62,12 @@ def embedding_codec(config: WeightOnlyConfig, codec: Codec) -> tuple[Codec, str]
     return get_codec("int4", config.symmetric, codec.positive_scales), f"int4 for the table: no onnxruntime Gather kernel decodes {codec.name}"
 
 
-# -- the handler ----------------------------------------------------------------------------
-
-
-def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
-    """Raise the default-domain opset to ``version`` (standard DequantizeLinear blocks need it)."""
-    current = opset_version(model, "")
-    if current >= version:
-        return model
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(model, version)
-    except Exception as exc:  # the converter raises bare RuntimeErrors/ValueErrors per adapter
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedError(
-            f"cannot convert the model from opset {current} to {version} for --format qdq ({first}); "
-            "use --format matmulnbits"
-        ) from None
-    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
-    converted.ir_version = max(converted.ir_version, min_ir)
-    return converted
-
-
 def _fit_result(
     method: Method, codec: Codec, w: np.ndarray, config: WeightOnlyConfig, stats: LayerStats | None
 ) -> AlgorithmResult:
     return algorithms.run(
         method.value, codec, w, config.block_size, stats, gptq_damp=config.gptq_damp, gptq_act_order=config.gptq_act_order
     )
-
-
-def _emit(
-    rewriter: WeightOnlyRewriter,
-    target: WeightTarget,
-    result: AlgorithmResult,
-    config: WeightOnlyConfig,
-    fmt: OnnxFormat,
-    prefix: str,
-    readers: set[int],
-) -> Emitted:
-    """Nodes computing the target's output from its quantized weight in format ``fmt``."""
-    emitted = Emitted()
-    q = result.quantized
-    activation = target.activation
-    if result.input_scale is not None:
-        activation, scaling = rewriter.scaled_activation(target, result.input_scale, prefix, readers)
-        emitted.extend(scaling)
-    if target.is_embedding:
-        if fmt is OnnxFormat.QDQ:
-            emitted.extend(qdq.emit_gather(q, activation, target.output, prefix, target.dtype))
-        else:
-            emitted.extend(gather.emit(q, activation, target.output, prefix, target.dtype))
-        return emitted
-    output_bias = None
-    if result.bias is not None:
-        output_bias = rewriter.fold_output_bias(target, result.bias, prefix)
-    needs_add = target.bias is not None or output_bias is not None
-    product = target.output if not needs_add else rewriter.fresh(f"{prefix}_product")
-    if fmt is OnnxFormat.MATMULNBITS:
-        emitted.extend(matmulnbits.emit(q, activation, product, prefix, target.dtype, config.accuracy_level))
-    elif fmt is OnnxFormat.QDQ:
-        emitted.extend(qdq.emit(q, activation, product, prefix, target.dtype))
-    else:
-        emitted.extend(bnb4.emit(q, target.rows, target.cols, activation, product, prefix, target.dtype))
-    if target.bias is not None:
-        gemm_out = target.output if output_bias is None else rewriter.fresh(f"{prefix}_gemm")
-        emitted.extend(rewriter.gemm_bias(target, product, prefix, gemm_out))
-        product = gemm_out
-    if output_bias is not None:
-        emitted.extend(output_bias)
-        emitted.nodes.append(
-            onnx.helper.make_node("Add", [product, output_bias.initializers[0].name], [target.output], name=rewriter.fresh(f"{prefix}_bias_correction"))
-        )
-    return emitted
 
 
 def _input_groups(
@@ -184,7 +114,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     # The standard form is what TensorRT and other runtimes read: they refuse negative scales.
     codec = get_codec(config.weights.value, config.symmetric, positive_scales=fmt is OnnxFormat.QDQ)
     if fmt is OnnxFormat.QDQ:
-        model = _convert_opset(model, qdq.required_opset(codec.bits))
+        model = convert_opset(model, qdq.required_opset(codec.bits))
 
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
     summary.weight_bytes_before = weight_bytes(model)
@@ -249,20 +179,16 @@ def _quantize_target(
     readers: set[int] | None = None,
 ) -> NodeDecision:
     w = read_weight(rewriter.model, target)
-    method = config.method
-    note = ""
     layer_stats = stats.get(target.activation)
+    flat = fmt is OnnxFormat.BNB4 and not target.is_embedding and bnb4.flat_layout(target.rows, target.cols, config.block_size)
+    chosen, note = data_free_fallback(
+        config.method, table=target.is_embedding, has_hessian=layer_stats is not None and layer_stats.hessian is not None,
+        flat=flat, cols=target.cols, block_size=config.block_size,
+    )
+    method = Method(chosen)
     if target.is_embedding:
         codec = table_codec
-        note = table_note
-        if method in DATA_DRIVEN:
-            # A lookup has no input activations to weigh errors by: the best data-free fit.
-            method, note = Method.HQQ, "; ".join(filter(None, [note, "hqq for the table: a lookup has no activations"]))
-    elif method in DATA_DRIVEN and (layer_stats is None or layer_stats.hessian is None):
-        method, note = Method.HQQ, "no calibration activations reached this node; hqq instead"
-    flat = fmt is OnnxFormat.BNB4 and not target.is_embedding and bnb4.flat_layout(target.rows, target.cols, config.block_size)
-    if flat and method in DATA_DRIVEN:
-        method, note = Method.HQQ, f"K={target.cols} is not a multiple of block {config.block_size}: bnb4 blocks straddle rows, hqq instead"
+        note = "; ".join(filter(None, [table_note, note]))
 
     weight_for_fit = w.reshape(1, -1) if flat else w
     result = fitted if fitted is not None else _fit_result(method, codec, weight_for_fit, config, layer_stats)
@@ -272,7 +198,7 @@ def _quantize_target(
         if result.rtn_error is not None:
             error["rtn_output_rel_mse"] = float(result.rtn_error)
     prefix = rewriter.prefix(target)
-    emitted = _emit(rewriter, target, result, config, fmt, prefix, readers or {target.node_index})
+    emitted = emit_target(rewriter, target, result, config, fmt, prefix, readers or {target.node_index})
     rewriter.replace(target, emitted)
     q = result.quantized
     kind = "asym" if q.zero_points is not None else "sym" if q.codec.is_integer else "absmax"
