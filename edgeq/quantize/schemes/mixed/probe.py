@@ -25,6 +25,17 @@ def _session(model: onnx.ModelProto) -> Any:
     return cpu_session(model, purpose="the model to measure sensitivities", threads=INTRA_OP_THREADS, error=UnsupportedError)
 
 
+def _downstream(graph: onnx.GraphProto, start: int) -> tuple[list[onnx.NodeProto], set[str]]:
+    """Node ``start`` and the later nodes that read from it (transitively), and every tensor they produce."""
+    produced = set(graph.node[start].output)
+    nodes = [graph.node[start]]
+    for node in list(graph.node)[start + 1 :]:
+        if any(x in produced for x in node.input if x):
+            produced.update(node.output)
+            nodes.append(node)
+    return nodes, produced
+
+
 class WeightProbe:
     """The float model with every target weight fed as a graph input: one session, any substitution.
 
@@ -123,12 +134,8 @@ class WeightProbe:
         feeds = {i.name for i in graph.input} | {t.name for t in graph.initializer}
         union: dict[str, None] = {}
         for i, start in enumerate(self.node_index):
-            produced: set[str] = set(graph.node[start].output)
-            reads: dict[str, None] = {}
-            for node in list(graph.node)[start + 1 :]:
-                if any(x in produced for x in node.input if x):
-                    produced.update(node.output)
-                    reads.update(dict.fromkeys(x for x in node.input if x and x not in produced))
+            nodes, produced = _downstream(graph, start)
+            reads = dict.fromkeys(x for node in nodes[1:] for x in node.input if x and x not in produced)
             reads.update(dict.fromkeys(x for x in graph.node[start].input if x))
             cut = [x for x in reads if x not in feeds and x not in produced]
             self.cuts[i] = cut
@@ -162,13 +169,7 @@ class WeightProbe:
         if self._sub is not None and self._sub[0] == i:
             return self._sub[1], self._sub[2]
         graph = self.probe.graph
-        start = self.node_index[i]
-        produced = set(graph.node[start].output)
-        nodes = [graph.node[start]]
-        for node in list(graph.node)[start + 1 :]:
-            if any(x in produced for x in node.input if x):
-                produced.update(node.output)
-                nodes.append(node)
+        nodes, produced = _downstream(graph, self.node_index[i])
         outputs = [o for o in graph.output if o.name in produced and o.name in self.output_names]
         if not outputs:
             return None

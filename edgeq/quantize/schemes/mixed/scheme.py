@@ -24,7 +24,6 @@ biases, norms and the graph itself are extra and the summary states the whole fi
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 import onnx
@@ -53,7 +52,9 @@ from edgeq.quantize.schemes.mixed.writer import (
     plan_metadata,
     set_metadata,
 )
-from edgeq.quantize.summary import NodeDecision, QuantizationSummary
+from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize
+from edgeq.quantize.schemes.weight_only.stats import timed_layer_stats
+from edgeq.quantize.summary import QuantizationSummary
 
 
 def check_budget(budget: int, smallest: int, config: MixedPrecisionConfig, num_weights: int) -> None:
@@ -90,11 +91,9 @@ def quantize_mixed(model: onnx.ModelProto, config: MixedPrecisionConfig, inputs:
     planned = plan_matrices(model, config)
     targets, left, unavailable = planned
     for skipped in left:
-        summary.add(NodeDecision(name=skipped.name, op_type=skipped.op_type, quantized=False, reason=skipped.reason, weight=skipped.weight))
+        summary.add(left_decision(skipped))
     if not targets:
-        summary.notes.append("no MatMul/Gemm/Gather node with a constant float weight: nothing to quantize")
-        summary.weight_bytes_after = summary.weight_bytes_before
-        return QuantizeResult(model, summary)
+        return nothing_to_quantize(model, summary)
 
     num_weights = sum(t.rows * t.cols for t in targets)
     budget = resolve_budget(config, num_weights)
@@ -107,11 +106,7 @@ def quantize_mixed(model: onnx.ModelProto, config: MixedPrecisionConfig, inputs:
 
     stats: dict[str, LayerStats] = {}
     if method in DATA_DRIVEN:
-        from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
-
-        started = time.perf_counter()
-        stats = collect_layer_stats(model, targets, inputs.data, inputs.progress)
-        summary.notes.append(f"calibration statistics collected in {time.perf_counter() - started:.1f} s")
+        stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes)
     table = measure_sensitivity(model, config, inputs.data, stats, inputs.progress, planned=planned)
     options = table.options()
     check_budget(budget, minimum_bytes(options), config, num_weights)

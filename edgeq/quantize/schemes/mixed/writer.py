@@ -17,6 +17,7 @@ from edgeq.quantize.config import MixedPrecisionConfig
 from edgeq.quantize.schemes.mixed.candidates import FLOAT, check_config, resolve_candidates
 from edgeq.quantize.schemes.mixed.fitting import Fitted, extra_bytes, fit, float_bytes, weight_nodes
 from edgeq.quantize.schemes.mixed.sensitivity import SensitivityTable
+from edgeq.quantize.schemes.weight_only.decisions import scheme_label
 from edgeq.quantize.summary import NodeDecision
 
 METADATA_KEY = "edgeq.mixed_precision"
@@ -93,13 +94,10 @@ def build_mixed(
         rewriter.replace(target, emitted)
         sizes.append(weight_part.nbytes() + extra_bytes(target, result))
         q = fitted.result.quantized
-        scheme = f"{q.codec.name} block{q.block_size} sym {fitted.method.value} (mixed)"
-        if result.input_scale is not None:
-            scheme += " +input scale"
-        if correction is not None:
-            scheme += " +bias correction"
-        if fitted.note:
-            scheme += f" ({fitted.note})"
+        scheme = scheme_label(
+            q, "sym", f"{fitted.method.value} (mixed)",
+            input_scale=result.input_scale is not None, bias_correction=correction is not None, note=fitted.note,
+        )
         error["weight_sqnr_db"] = option.weight_sqnr_db
         decisions.append(
             NodeDecision(

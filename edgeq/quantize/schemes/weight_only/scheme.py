@@ -10,7 +10,6 @@ activation feeding a MatMul/Gemm, ``X^T X`` and the mean ``|x|`` per channel; pa
 from __future__ import annotations
 
 import re
-import time
 
 import numpy as np
 import onnx
@@ -18,7 +17,6 @@ import onnx
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import bnb4, gather, qdq
 from edgeq.graph.passes.weight_only import (
-    LeftInFloat,
     WeightOnlyRewriter,
     WeightTarget,
     plan_targets,
@@ -33,7 +31,8 @@ from edgeq.numerics.weight_only.common import DATA_DRIVEN, data_free_fallback, r
 from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
-from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
+from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize, scheme_label
+from edgeq.quantize.schemes.weight_only.stats import timed_layer_stats
 from edgeq.quantize.schemes.weight_only.writer import convert_opset, emit_target
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
@@ -95,10 +94,6 @@ def _refusal(target: WeightTarget, codec: Codec, table_codec: Codec, fmt: OnnxFo
     return None
 
 
-def _left(decision: LeftInFloat) -> NodeDecision:
-    return NodeDecision(name=decision.name, op_type=decision.op_type, quantized=False, reason=decision.reason, weight=decision.weight)
-
-
 @register(WeightOnlyConfig)
 def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, inputs: QuantizeInputs) -> QuantizeResult:
     """The handler behind ``edgeq quantize --weights int8|int4|int2|nf4|fp4``."""
@@ -120,7 +115,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     summary.weight_bytes_before = weight_bytes(model)
     targets, left = plan_targets(model, config.embeddings, config.exclude)
     for skipped in left:
-        summary.add(_left(skipped))
+        summary.add(left_decision(skipped))
     table_codec, table_note = embedding_codec(config, codec)
     runnable = []
     for target in targets:
@@ -131,15 +126,11 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
             summary.add(NodeDecision(name=target.name, op_type=target.op_type, quantized=False, reason=reason, weight=target.weight))
     targets = runnable
     if not targets:
-        summary.notes.append("no MatMul/Gemm/Gather node with a constant float weight: nothing to quantize")
-        summary.weight_bytes_after = summary.weight_bytes_before
-        return QuantizeResult(model, summary)
+        return nothing_to_quantize(model, summary)
 
     stats: dict[str, LayerStats] = {}
     if config.method in DATA_DRIVEN:
-        started = time.perf_counter()
-        stats = collect_layer_stats(model, targets, inputs.data, inputs.progress)
-        summary.notes.append(f"calibration statistics collected in {time.perf_counter() - started:.1f} s")
+        stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes)
 
     rewriter = WeightOnlyRewriter(model)
     groups = _input_groups(targets, config, fmt, stats)
@@ -202,13 +193,9 @@ def _quantize_target(
     rewriter.replace(target, emitted)
     q = result.quantized
     kind = "asym" if q.zero_points is not None else "sym" if q.codec.is_integer else "absmax"
-    scheme = f"{q.codec.name} block{q.block_size} {kind} {method.value}"
-    if result.input_scale is not None:
-        scheme += " +input scale"
-    if result.bias is not None:
-        scheme += " +bias correction"
-    if note:
-        scheme += f" ({note})"
+    scheme = scheme_label(
+        q, kind, method.value, input_scale=result.input_scale is not None, bias_correction=result.bias is not None, note=note
+    )
     return NodeDecision(
         name=target.name,
         op_type=target.op_type,

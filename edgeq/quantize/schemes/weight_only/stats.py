@@ -7,6 +7,7 @@ feeding a MatMul/Gemm, ``X^T X``, the mean ``x`` and the mean ``|x|`` per channe
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -97,3 +98,13 @@ def collect_layer_stats(
         data = TrimmedPadding(data, mask_name)
     collect(model, data, observers, progress=progress, description="collecting X^T X")
     return {name: observer.stats() for name, observer in layer_observers.items()}
+
+
+def timed_layer_stats(
+    model: onnx.ModelProto, targets: list[WeightTarget], data: Any, progress: bool, notes: list[str]
+) -> dict[str, LayerStats]:
+    """:func:`collect_layer_stats`, with a summary note saying how long the pass took."""
+    started = time.perf_counter()
+    stats = collect_layer_stats(model, targets, data, progress)
+    notes.append(f"calibration statistics collected in {time.perf_counter() - started:.1f} s")
+    return stats
