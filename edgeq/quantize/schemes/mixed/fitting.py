@@ -83,6 +83,7 @@ def stored_bytes(target: WeightTarget, result: AlgorithmResult) -> int:
 
 
 def float_bytes(target: WeightTarget) -> int:
+    """Bytes of the matrix kept as it is (the ``float`` candidate)."""
     return target.rows * target.cols * np.dtype(target.dtype).itemsize
 
 

@@ -73,6 +73,7 @@ def check_budget(budget: int, smallest: int, config: MixedPrecisionConfig, num_w
 
 
 def resolve_budget(config: MixedPrecisionConfig, num_weights: int) -> int:
+    """The budget in bytes: ``--budget`` as given, or ``--avg-bits`` over the matrices' weights."""
     if config.budget_bytes is not None:
         return int(config.budget_bytes)
     assert config.avg_bits is not None  # check_config guarantees one of them

@@ -72,6 +72,8 @@ class CandidateFit:
 
 @dataclass
 class MatrixSensitivity:
+    """One matrix's measured candidates, and the formats it cannot take with the reason."""
+
     target: WeightTarget
     fits: list[CandidateFit]
     unavailable: dict[str, str] = field(default_factory=dict)  # format -> why onnxruntime cannot run it

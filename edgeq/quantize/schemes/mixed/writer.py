@@ -25,6 +25,8 @@ METADATA_KEY = "edgeq.mixed_precision"
 
 @dataclass
 class Written:
+    """The rewritten model, one summary decision per matrix, and the bytes each matrix now takes."""
+
     model: onnx.ModelProto
     decisions: list[NodeDecision]
     nbytes: list[int]  # per matrix, bytes of the initializers that replaced its weight
@@ -147,6 +149,7 @@ def plan_metadata(
 
 
 def set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    """Set one ``metadata_props`` entry, replacing an earlier value of the same key."""
     for prop in model.metadata_props:
         if prop.key == key:
             prop.value = value

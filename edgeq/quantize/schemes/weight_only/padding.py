@@ -14,6 +14,7 @@ import onnx
 
 
 def mask_input(model: onnx.ModelProto) -> str | None:
+    """The ``[batch, seq]`` graph input named like a mask (``attention_mask``), if there is one."""
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
         if "mask" in value.name.lower() and len(dims) == 2:
