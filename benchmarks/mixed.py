@@ -131,8 +131,10 @@ def main() -> int:
     from edgeq.graph.passes.weight_only import read_weight
     from edgeq.numerics.allocation import allocate, budget_from_avg_bits, format_bytes, spearman
     from edgeq.quantize.config import MixedPrecisionConfig
-    from edgeq.quantize.schemes.mixed.scheme import Fitted, build_mixed, measure_sensitivity, plan_matrices
-    from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
+    from edgeq.quantize.schemes.mixed.fitting import Fitted
+    from edgeq.quantize.schemes.mixed.sensitivity import measure_sensitivity, plan_matrices
+    from edgeq.quantize.schemes.mixed.writer import build_mixed
+    from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
 
     model_path = args.cache / "minilm.onnx"
     calib, evals = args.cache / "text_calib.npz", args.cache / "text_eval.npz"

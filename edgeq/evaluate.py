@@ -29,9 +29,11 @@ import onnx
 
 from edgeq import metrics
 from edgeq.errors import DataError
+from edgeq.graph.ops import COMPUTE_OPS
+from edgeq.graph.session import cpu_session, onnxruntime_message
+from edgeq.metrics import METRIC_SHORT_LABELS
 from edgeq.serialization import Serializable
 
-COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 LATENCY_THREADS = 2
 LATENCY_WARMUP = 5
 LATENCY_SECONDS = 3.0
@@ -85,9 +87,9 @@ class CompareResult(Serializable):
             lines.append("")
             lines.append(f"{v.name}: {v.path}")
             lines.append(f"  size            {_mb(v.file_bytes)} ({v.size_ratio:.3f}x of reference)")
-            for key in _METRIC_ORDER:
+            for key, label in METRIC_SHORT_LABELS.items():  # in edgeq.metrics.METRICS order
                 if key in v.metrics:
-                    lines.append(f"  {_METRIC_LABELS[key]:<15} {_format_metric(key, v.metrics[key])}")
+                    lines.append(f"  {label:<15} {_format_metric(key, v.metrics[key])}")
             if v.latency_ms:
                 lines.append(f"  latency p50     {v.latency_ms['p50']:.2f} ms (mean {v.latency_ms['mean']:.2f}, p90 {v.latency_ms['p90']:.2f}, p99 {v.latency_ms['p99']:.2f})")
             energy = f"{v.energy_mj:.2f} mJ" if v.energy_mj is not None else f"n/a: {v.energy_reason or ''}"
@@ -97,17 +99,6 @@ class CompareResult(Serializable):
                 for layer in v.layers[:max_layers]:
                     lines.append(f"    {layer['sqnr_db']:7.2f} dB  {layer['tensor']} ({layer['op_type']})")
         return "\n".join(lines)
-
-
-_METRIC_ORDER = (
-    "cosine", "sqnr_db", "top1_agreement", "top5_overlap", "confident_top1_agreement", "confident_samples",
-    "kl_divergence", "embedding_cosine_mean", "embedding_cosine_p5",
-)
-_METRIC_LABELS = {
-    "cosine": "cosine", "sqnr_db": "SQNR", "top1_agreement": "top-1 agree", "top5_overlap": "top-5 overlap",
-    "confident_top1_agreement": "top-1 (p>=0.5)", "confident_samples": "confident n", "kl_divergence": "KL divergence",
-    "embedding_cosine_mean": "emb. cosine", "embedding_cosine_p5": "emb. cosine p5",
-}
 
 
 def _format_metric(key: str, value: float) -> str:
@@ -163,22 +154,17 @@ def quantized_layer_tensors(candidate: onnx.ModelProto, reference: onnx.ModelPro
 
 
 class _Session:
-    def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], label: str) -> None:
-        import onnxruntime as ort
+    """One model's accuracy session: its outputs plus the layer tensors compared with the reference's."""
 
+    def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], label: str) -> None:
         from edgeq.calibrate.collector import expose_tensors
 
         self.label = label
         exposed = expose_tensors(model, extra_outputs) if extra_outputs else model
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = LATENCY_THREADS
-        options.log_severity_level = 3
         # No Q/DQ fusion: the numbers must not depend on this host's int8 kernels (module docstring).
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            self.session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own exception types
-            raise DataError(f"{label}: onnxruntime cannot load the model ({' '.join(str(exc).split())[:200]})") from None
+        self.session = cpu_session(
+            exposed, purpose=f"{label} for the comparison", threads=LATENCY_THREADS, optimize=False, error=DataError
+        )
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.inputs = {i.name for i in self.session.get_inputs()}
 
@@ -186,19 +172,16 @@ class _Session:
         try:
             values = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
         except Exception as exc:
-            raise DataError(f"{self.label}: onnxruntime failed on the data ({' '.join(str(exc).split())[:200]})") from None
+            raise DataError(f"{self.label}: onnxruntime failed on the data ({onnxruntime_message(exc)[:200]})") from None
         return dict(zip(self.outputs, values, strict=True))
 
 
 def measure_latency(model_path: str | Path, feeds: dict[str, np.ndarray], seconds: float = LATENCY_SECONDS) -> dict[str, float]:
-    """onnxruntime CPU latency at batch 1 with two threads, after a warm-up (short run)."""
-    import onnxruntime as ort
+    """onnxruntime CPU latency at batch 1 with two threads, after a warm-up (short run).
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = LATENCY_THREADS
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    Every graph optimization is on here: latency is that of the model as it would be deployed.
+    """
+    session = cpu_session(model_path, purpose=f"{model_path} to time it", threads=LATENCY_THREADS, error=DataError)
     names = {i.name for i in session.get_inputs()}
     one = {k: v[:1] for k, v in feeds.items() if k in names}
     for _ in range(LATENCY_WARMUP):
@@ -300,14 +283,14 @@ def compare_models(
 ) -> CompareResult:
     """Compare each candidate with ``reference`` on ``data`` (a ``--data`` spec or a DataSource)."""
     from edgeq.data import load_data
-    from edgeq.graph.io import load_model
+    from edgeq.frontends.resolve import load_model_spec
 
     if not candidates:
         raise DataError("compare needs at least one candidate model besides the reference")
     ref_path = Path(reference)
-    ref_model = load_model(ref_path)
+    ref_model = load_model_spec(ref_path)
     cand_paths = [Path(c) for c in candidates]
-    cand_models = [load_model(p) for p in cand_paths]
+    cand_models = [load_model_spec(p) for p in cand_paths]
     source = load_data(data, ref_model, samples=samples, batch_size=batch_size)
     task = detect_task(ref_model)
     ref_outputs = [o.name for o in ref_model.graph.output]

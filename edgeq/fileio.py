@@ -91,3 +91,106 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path after links, or one inode (hard links)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: list[str | Path]) -> None:
+    """Raise ``ConfigError`` before any work when an output would replace one of the inputs.
+
+    ``outputs`` maps the option that names each output (``-o``, ``--summary``) to its path;
+    ``inputs`` lists every file the command reads (a model's external-data files included).
+    Symlinks and hard links count as the same file, and so does an output folder that holds an
+    input (a bundle written over the folder it is read from).
+    """
+    from edgeq.errors import ConfigError
+
+    files = [Path(p) for p in inputs if p is not None and str(p)]
+    for option, target in outputs.items():
+        if target is None or not str(target):
+            continue
+        out = Path(target)
+        for source in files:
+            if _same_file(out, source):
+                raise ConfigError(f"{option} {out}: that is the input {source}; choose another output path")
+            if out.is_dir() and not out.is_symlink() and source.resolve().is_relative_to(out.resolve()):
+                raise ConfigError(f"{option} {out}: the folder holds the input {source}; choose another output path")
+
+
+class OutputSet:
+    """Several outputs of one command, committed together or not at all.
+
+    Each ``path(final)`` gives a temporary sibling to write; ``commit`` renames them all into
+    place, and if one rename fails the ones already renamed are put back as they were, so a
+    failing run never leaves the model written without its summary (or an HTML without its JSON).
+    Use it as a context manager: leaving the block with an exception removes every temporary.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []
+
+    def path(self, final: str | Path) -> Path:
+        final = Path(final)
+        if final.is_dir():
+            from edgeq.errors import ConfigError
+
+            raise ConfigError(f"{final}: is a folder; expected a file path")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        self._pending.append((Path(tmp_name), final))
+        return Path(tmp_name)
+
+    def commit(self) -> None:
+        done: list[tuple[Path, Path | None]] = []  # (final, backup of what it replaced)
+        try:
+            for tmp, final in self._pending:
+                _as_if_created(tmp, directory=False)
+                backup = None
+                if final.exists():
+                    backup = Path(tempfile.mkstemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent)[1])
+                    os.replace(final, backup)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    if backup is not None:
+                        os.replace(backup, final)
+                    raise
+                done.append((final, backup))
+        except BaseException:
+            for final, backup in reversed(done):
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, final)
+                    else:
+                        final.unlink()
+            self.discard()
+            raise
+        for _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+        self._pending = []
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._pending = []
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()

@@ -1,12 +1,69 @@
-"""Accuracy metrics of a quantized model against its float reference.
+"""Accuracy metrics of a quantized model against its float reference, and what they are called.
 
 Pure numpy, computed in float64, so every benchmark and report measures the same thing the
-same way.
+same way. ``METRICS`` is the one table of how each metric is named for people: the report's
+headings and legend and ``edgeq compare``'s text table all read it, so a metric cannot be
+called two different things in two places.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How one metric (a key of ``CompareResult`` variant ``metrics``) is shown.
+
+    ``label`` heads the report's table and plot axes, ``short`` fits the 15-character column of
+    the ``edgeq compare`` text table, ``help`` is the report's one-line legend (empty: no legend
+    entry), ``percent`` shows a 0..1 share as a percentage.
+    """
+
+    label: str
+    short: str
+    help: str = ""
+    percent: bool = False
+
+
+# In the order ``edgeq compare`` prints them.
+METRICS: dict[str, MetricInfo] = {
+    "cosine": MetricInfo("cosine", "cosine", "cosine similarity of the raw outputs with the reference's"),
+    "sqnr_db": MetricInfo(
+        "SQNR (dB)", "SQNR", "signal-to-quantization-noise ratio of the outputs, in dB (higher is better)"
+    ),
+    "top1_agreement": MetricInfo(
+        "top-1 agreement", "top-1 agree", "share of samples whose top-1 class matches the reference", percent=True
+    ),
+    "top5_overlap": MetricInfo(
+        "top-5 overlap", "top-5 overlap", "mean overlap of the top-5 classes with the reference's", percent=True
+    ),
+    "confident_top1_agreement": MetricInfo(
+        "confident top-1",
+        "top-1 (p>=0.5)",
+        "top-1 agreement on samples where the reference is confident",
+        percent=True,
+    ),
+    "confident_samples": MetricInfo("confident samples", "confident n"),
+    "kl_divergence": MetricInfo(
+        "KL divergence",
+        "KL divergence",
+        "KL divergence of the output distribution from the reference's (lower is better)",
+    ),
+    "embedding_cosine_mean": MetricInfo(
+        "embedding cosine (mean)", "emb. cosine", "mean cosine of pooled sentence embeddings with the reference's"
+    ),
+    "embedding_cosine_p5": MetricInfo(
+        "embedding cosine (p5)", "emb. cosine p5", "5th percentile of that cosine: the worst 5% of sentences"
+    ),
+}
+
+METRIC_LABELS: dict[str, str] = {key: info.label for key, info in METRICS.items()}
+METRIC_SHORT_LABELS: dict[str, str] = {key: info.short for key, info in METRICS.items()}
+METRIC_HELP: dict[str, str] = {key: info.help for key, info in METRICS.items() if info.help}
+PERCENT_METRICS: frozenset[str] = frozenset(key for key, info in METRICS.items() if info.percent)
 
 
 def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:

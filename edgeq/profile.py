@@ -1,4 +1,4 @@
-"""Profile a bundle or ONNX file with the runtime's benchmark, from the workstation toolkit.
+"""The profiling driver: benchmark a bundle or ONNX file with the runtime, from the workstation toolkit.
 
 The runtime owns measurement (timing loop, op profiler, power sensors); this module only opens
 the session, forwards the options and turns the runtime's user errors into ``EdgeqError`` so the
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError, EdgeqError, MissingDependencyError, ModelLoadError
-from edgeq.graph.io import resolve_model_path
+from edgeq.frontends.resolve import resolve_model
 
 ENERGY_MODES = ("auto", "none")
 
@@ -51,7 +51,7 @@ def profile(
     energy above idle can be reported. Options left as None take the runtime's defaults. The
     dict carries ``target`` (the bundle's target name) when the manifest names one.
     """
-    path = resolve_model_path(path)
+    path = resolve_model(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such bundle folder or ONNX file")
     if energy not in ENERGY_MODES:

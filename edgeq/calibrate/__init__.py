@@ -1,9 +1,10 @@
 """Calibration: measure activation ranges on representative data, once, for every later pass.
 
 ``calibrate(model, data)`` streams the data through onnxruntime, keeps one fixed-size
-histogram per observed tensor (plus per-channel magnitudes for MatMul/Gemm inputs), and
-returns a :class:`CalibrationTable` with the threshold of every method. Other passes (GPTQ's
-X^T X, AWQ's salience) reuse :func:`collect` with their own observers.
+histogram per observed tensor, and returns a :class:`CalibrationTable` with the threshold of
+every method. Other passes (GPTQ's X^T X, AWQ's salience, SmoothQuant's channel maxima) reuse
+:func:`collect` with their own observers, on the model as they have transformed it.
+:func:`load_calibration` reads a table file back, with every check.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edgeq.calibrate.observers import (
     MinMaxObserver,
     Observer,
 )
-from edgeq.calibrate.table import CalibrationTable, TensorRange
+from edgeq.calibrate.table import CalibrationTable, TensorRange, load_calibration
 from edgeq.data import DataSource, load_data
 from edgeq.errors import ConfigError, DataError
 
@@ -40,26 +41,8 @@ __all__ = [
     "all_activations",
     "calibrate",
     "collect",
+    "load_calibration",
 ]
-
-
-def _channel_axes(model: onnx.ModelProto, names: Sequence[str]) -> dict[str, int]:
-    """Input-channel axis of each tensor that feeds a MatMul/Gemm weight (SmoothQuant/AWQ statistics)."""
-    from edgeq.graph.quantizable import find_quantizable
-
-    wanted = set(names)
-    axes: dict[str, int] = {}
-    found, _ = find_quantizable(model)
-    for node in found:
-        if node.activation not in wanted or node.op_type not in ("MatMul", "Gemm"):
-            continue
-        axis = -1
-        if node.op_type == "Gemm":
-            proto = model.graph.node[node.index]
-            if any(a.name == "transA" and a.i for a in proto.attribute):
-                axis = 0
-        axes.setdefault(node.activation, axis)
-    return axes
 
 
 def calibrate(
@@ -73,7 +56,6 @@ def calibrate(
     progress: bool = True,
     tensors: Sequence[str] | str | None = None,
     bins: int = 2048,
-    channel_stats: bool = True,
     model_sha256: str | None = None,
 ) -> CalibrationTable:
     """Calibrate ``model`` on ``data`` and return the table (the library behind ``edgeq calibrate``).
@@ -118,10 +100,7 @@ def calibrate(
         )
 
     histograms = {name: HistogramObserver(bins) for name in names}
-    channels = {name: ChannelMagnitudeObserver(axis) for name, axis in _channel_axes(proto, names).items()} if channel_stats else {}
     observers: dict[str, list[Observer]] = {name: [histograms[name]] for name in names}
-    for name, observer in channels.items():
-        observers[name].append(observer)
     seen = collect(proto, source, observers, progress=progress)
 
     empty = [name for name, h in histograms.items() if h.count == 0]
@@ -133,15 +112,12 @@ def calibrate(
     ranges: dict[str, TensorRange] = {}
     for name, histogram in histograms.items():
         thresholds = histogram.thresholds(percentile)
-        channel = channels.get(name)
         ranges[name] = TensorRange(
             name=name,
             min=histogram.min,
             max=histogram.max,
             amax=thresholds[method],
             thresholds=thresholds,
-            channel_absmax=channel.absmax.tolist() if channel is not None else None,
-            channel_absmean=channel.absmean.tolist() if channel is not None else None,
             count=histogram.count,
         )
     return CalibrationTable(

@@ -18,16 +18,14 @@ import onnx
 from edgeq.calibrate.observers.base import Observer
 from edgeq.data.source import DataSource
 from edgeq.errors import ConfigError, DataError
-from edgeq.graph.passes.qdq import POOLING_OPS
+from edgeq.graph.ops import INT8_PASSTHROUGH_OPS
 from edgeq.graph.quantizable import find_quantizable, initializer_map
+from edgeq.graph.session import cpu_session
 
 # onnxruntime threads per session: calibration shares the machine with the user's other work.
 INTRA_OP_THREADS = 2
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
-
-# Ops int8 Q/DQ keeps in int8 between quantized layers.
-INT8_PASSTHROUGH_OPS = (*POOLING_OPS, "Concat", "Pad")
 
 
 def activation_inputs(model: onnx.ModelProto, nodes: str | None = None) -> list[str]:
@@ -145,27 +143,10 @@ def session_for(model: onnx.ModelProto) -> Any:
     Graph optimisations could fuse the nodes around an observed tensor and change the
     values the model computes slightly; calibration should see what the model says.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = INTRA_OP_THREADS
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     # Between runs the observers work in Python; spinning pool threads would only burn the
     # cores they need (measured: a third less CPU per sample, and faster on a busy machine).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        if model.ByteSize() < (1 << 31) - (1 << 26):
-            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        from edgeq.graph.io import temporary_model_file
-
-        on_disk: Any = temporary_model_file(model)
-        with on_disk as path:
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"onnxruntime cannot load the model for calibration: {message}") from None
+    return cpu_session(model, purpose="the model for calibration", threads=INTRA_OP_THREADS,
+                       optimize=False, spin=False, error=ConfigError)
 
 
 class SampleProgress:

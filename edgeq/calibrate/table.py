@@ -4,6 +4,21 @@ It keeps, per tensor, the exact min/max and the threshold every method would cho
 same histogram, so a later pass (int8 QDQ, a TensorRT cache) can pick a method per tensor
 without calibrating again. The model's sha256 lets a reader notice a table that belongs to
 another model.
+
+Loading: :func:`load_calibration` is the one entry point (``edgeq quantize --calib`` and
+``edgeq export --calib`` both go through it), so a bad file gets the same one-line error
+everywhere: missing or unreadable, not JSON, not a table or a newer schema, a non-finite
+range, or made for another model file.
+
+Precedence when both ``--data`` and ``--calib`` are given (int8 quantize, explicit and
+implicit export alike): the activation ranges are measured on ``--data``, and the table is
+loaded and checked but its ranges are not used. The data-driven steps (cross-layer
+equalization, re-centering, SmoothQuant, the layer-by-layer search) change the activations a
+table measured beforehand, so only ranges measured on the data describe the model that is
+written. The quantization summary (or the export notes) says so: :data:`BOTH_GIVEN_NOTE`.
+
+Tables from older edgeq versions may carry per-channel ``channel_absmax`` / ``channel_absmean``
+lists; nothing ever read them, so they are no longer measured or written, and a reader ignores them.
 """
 
 from __future__ import annotations
@@ -17,6 +32,11 @@ from edgeq.calibrate.observers.histogram import METHODS
 from edgeq.errors import ConfigError
 from edgeq.serialization import Serializable
 
+BOTH_GIVEN_NOTE = (
+    "--data and --calib both given: --data is used, activation ranges are measured on it (the data-driven "
+    "steps change the activations the table saw); the table was checked, its ranges not used"
+)
+
 
 @dataclass
 class TensorRange:
@@ -27,8 +47,6 @@ class TensorRange:
     max: float
     amax: float
     thresholds: dict[str, float] = field(default_factory=dict)  # amax under every method
-    channel_absmax: list[float] | None = None  # per input channel (MatMul/Gemm inputs): SmoothQuant
-    channel_absmean: list[float] | None = None  # AWQ's activation salience
     count: int = 0  # values observed
 
     @property
@@ -66,8 +84,6 @@ class CalibrationTable(Serializable):
                 max=float(item["max"]),
                 amax=float(item["amax"]),
                 thresholds={k: float(v) for k, v in item.get("thresholds", {}).items()},
-                channel_absmax=item.get("channel_absmax"),
-                channel_absmean=item.get("channel_absmean"),
                 count=int(item.get("count", 0)),
             )
         return cls(
@@ -78,6 +94,11 @@ class CalibrationTable(Serializable):
             percentile=float(data.get("percentile", 99.99)),
             bins=int(data.get("bins", 2048)),
         )
+
+    @classmethod
+    def load(cls, path: str | Path) -> CalibrationTable:
+        """Same as :func:`load_calibration` without a model: the one reader, every file check."""
+        return load_calibration(path)
 
     def __getitem__(self, name: str) -> TensorRange:
         try:
@@ -101,6 +122,16 @@ class CalibrationTable(Serializable):
         if method not in item.thresholds:
             raise ConfigError(f"calibration table has no {method!r} threshold for tensor '{name}'; known: {', '.join(item.thresholds)}")
         return item.thresholds[method]
+
+    def thresholds_for(self, name: str, role: str) -> dict[str, float]:
+        """Every method's threshold for ``name`` (min/max included): what int8 chooses from.
+
+        ``role`` says why the tensor is needed, for the error when the table lacks it.
+        """
+        item = self.tensors.get(name)
+        if item is None:
+            raise ConfigError(f"calibration table has no range for tensor {name!r} ({role}); recalibrate with this model")
+        return {"minmax": item.minmax_amax, **item.thresholds}
 
     def check_model(self, model_path: str | Path) -> None:
         """Refuse a table calibrated on a different model file."""
@@ -148,3 +179,28 @@ class CalibrationTable(Serializable):
         if limit is not None and len(items) > limit:
             lines.append(f"  ... {len(items) - limit} more (--json for all)")
         return "\n".join(lines)
+
+
+def load_calibration(path: str | Path, model: str | Path | None = None) -> CalibrationTable:
+    """The one way a calibration table file is read: every check, one line naming the file.
+
+    The file must exist and be readable, parse as JSON, be an ``edgeq.CalibrationTable`` of a
+    schema version this edgeq reads, and hold finite ranges under a known method. With
+    ``model`` (the model file about to be quantized), the table must have been made for that
+    file (same sha256), so every tensor it names is a tensor of that model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: calibration table not found (write one with edgeq calibrate)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the calibration table ({exc})") from None
+    try:
+        table = CalibrationTable.from_json(text, source=str(path))
+        if model is not None:
+            table.check_model(model)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    return table

@@ -57,9 +57,33 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _usage_exceptions() -> tuple[type[BaseException], ...]:
+    """click's exceptions and typer's vendored copies of them: typer raises the latter."""
+    import click
+
+    types: list[type[BaseException]] = [click.exceptions.ClickException]
     try:
-        result = app(args=argv, standalone_mode=False)
+        from typer._click import exceptions as vendored
+    except ImportError:  # a typer that uses click itself
+        return tuple(types)
+    return (*types, vendored.ClickException)
+
+
+def usage_line(exc: BaseException) -> str:
+    """One line for a usage error: the command, what was wrong, where help is."""
+    message = " ".join(str(getattr(exc, "format_message", lambda: str(exc))()).split())
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", "") if ctx is not None else ""
+    if command:
+        return f"{command}: {message} (see '{command} --help')"
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; every failure is one ``error:`` line on stderr (exit 2, 130 on Ctrl-C)."""
+    usage_errors = _usage_exceptions()
+    try:
+        result = app(args=argv, prog_name="edgeq", standalone_mode=False)
         # With standalone_mode=False click returns Ctrl-C's exit code instead of raising.
         if isinstance(result, int) and result:
             if result == 130:
@@ -75,18 +99,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code or 0)
     except typer.Abort:
         typer.echo("error: aborted", err=True)
-        return 1
+        return 2
     except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int) else 1
-    except Exception as exc:  # click usage errors arrive as ClickException subclasses
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            typer.echo(f"error: {exc.format_message()}", err=True)
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group or command called bare: its help
+            typer.echo(exc.format_message() if hasattr(exc, "format_message") else str(exc))
             return 2
-        raise
+        typer.echo(f"error: {usage_line(exc)}", err=True)
+        return 2
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

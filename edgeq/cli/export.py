@@ -8,6 +8,7 @@ import typer
 
 from edgeq.cli import app
 from edgeq.cli._common import echo_json
+from edgeq.cli.quantize import CALIB_HELP
 
 
 @app.command("export")
@@ -18,7 +19,7 @@ def export_command(
     weights: str | None = typer.Option(None, "--weights", help="fp16, int8, int4, int2, nf4 or fp4 (float model only)."),
     activations: str | None = typer.Option(None, "--activations", help="int8 for W8A8, none for weight-only."),
     data: Path | None = typer.Option(None, "--data", help="Calibration data: .npz, folder of .npy/.npz, or recipe."),
-    calib: Path | None = typer.Option(None, "--calib", help="Calibration table from edgeq calibrate."),
+    calib: Path | None = typer.Option(None, "--calib", help=CALIB_HELP),
     dla: bool = typer.Option(False, "--dla", help="Run on a DLA core (fp16/int8; GPU fallback)."),
     dla_core: int = typer.Option(0, "--dla-core", help="Which DLA core."),
     allow_widen: bool = typer.Option(False, "--allow-widen", help="Store formats TensorRT lacks (int2, nf4) as int4/fp16."),

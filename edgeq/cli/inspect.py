@@ -23,11 +23,11 @@ def _lint(model: Path, target: str, as_json: bool) -> None:
     import json
 
     from edgeq.cli._common import choice
-    from edgeq.graph.io import load_model
+    from edgeq.frontends.resolve import load_model_spec
     from edgeq.graph.trt_lint import lint_tensorrt
 
     choice(target, ("tensorrt",), "--lint")
-    violations = lint_tensorrt(load_model(model))
+    violations = lint_tensorrt(load_model_spec(model))
     if as_json:
         typer.echo(json.dumps([{"rule": v.rule, "node": v.node, "message": v.message} for v in violations], indent=2))
     elif violations:
@@ -53,9 +53,10 @@ def inspect_command(
     if model.is_dir() and (model / "manifest.json").is_file():
         _inspect_bundle(model, as_json)
         return
+    from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.inspect import inspect_model
 
-    info = inspect_model(model)
+    info = inspect_model(resolve_model(model))
     if as_json:
         echo_json(info)
         return

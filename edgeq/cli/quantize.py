@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from edgeq.cli import app
 from edgeq.cli._common import choice
 from edgeq.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeq.quantize.config import QuantizeConfig
+
+# The precedence edgeq.calibrate.table documents, for both commands' help.
+CALIB_HELP = "Calibration table from edgeq calibrate. With --data too, --data decides the activation ranges (noted in the summary)."
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -42,8 +48,8 @@ def build_config(
     candidates: str,
     layout: str = "tensorrt",
     reduce_range: bool = False,
-) -> Any:
-    """Map CLI options onto one config object; the library does the rest."""
+) -> QuantizeConfig:
+    """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
 
     choice(activations, ("int8", "none"), "--activations")
@@ -95,7 +101,7 @@ def quantize_command(
     onnx_format: str | None = typer.Option(None, "--format", help="matmulnbits, qdq or bnb4."),
     accuracy_level: int = typer.Option(0, "--accuracy-level", help="MatMulNBits accuracy_level (0-4)."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Quantize Gather embedding tables."),
-    calib: Path | None = typer.Option(None, "--calib", help="Calibration table from edgeq calibrate."),
+    calib: Path | None = typer.Option(None, "--calib", help=CALIB_HELP),
     data: Path | None = typer.Option(None, "--data", help=".npz, folder of .npy/.npz, or recipe TOML."),
     samples: int | None = typer.Option(None, "--samples", help="Use at most this many samples of --data."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),

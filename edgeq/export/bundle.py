@@ -26,7 +26,7 @@ from edgeq.export.detect import ModelFormats, model_formats
 from edgeq.export.feeds import dynamic_shapes, resolve_shapes, synthetic_feeds
 from edgeq.export.fit import Fitted, fit_to_target
 from edgeq.export.folder import write_bundle
-from edgeq.export.reference import Reference, load_calibration, reference_model
+from edgeq.export.reference import Reference, calibration_inputs, reference_model
 from edgeq.export.result import ExportResult
 from edgeq.export.verify import check_tensorrt_lint, verify_against_reference
 from edgeq.targets import PrecisionPlan, TargetProfile, check_plan, load_target
@@ -54,20 +54,23 @@ def export_bundle(
     progress: bool = True,
 ) -> ExportResult:
     """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically."""
+    from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.io import load_model
 
     model_path = Path(model_path)
     output = Path(output)
     profile = load_target(target)
     _check_output(output)
-    model = load_model(model_path)
+    onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
+    model = load_model(onnx_path)
     formats = model_formats(model)
     weights, activations, block_size = _precision_from_model(model_path, formats, profile, weights, activations, block_size)
     if build_engine:
         _check_engine_build(profile)
     plan = _plan(profile, formats, weights, activations, dla, allow_widen, block_size, jetpack, dla_core)
-    source, table = load_calibration(data, calib, model, model_path, samples, batch_size)
-    feeds, build_shapes, inputs_text, notes = _verification_inputs(model, shapes, source)
+    source, table, notes = calibration_inputs(data, calib, model, onnx_path, formats, plan, samples, batch_size)
+    feeds, build_shapes, inputs_text, shape_notes = _verification_inputs(model, shapes, source)
+    notes += shape_notes
 
     # 1. The quantized model that goes in (the reference the bundle must match).
     reference = reference_model(model, model_path, formats, plan, profile, method, source, table, progress)

@@ -32,22 +32,25 @@ class Reference:
     notes: list[str] = field(default_factory=list)
 
 
-def load_calibration(
-    data: Any, calib: str | Path | None, model: onnx.ModelProto, model_path: Path, samples: int | None, batch_size: int
-) -> tuple[Any, Any]:
-    """(data source, calibration table) from ``--data`` / ``--calib``, either or both absent."""
+def calibration_inputs(
+    data: Any, calib: str | Path | None, model: onnx.ModelProto, onnx_path: Path, formats: ModelFormats,
+    plan: PrecisionPlan, samples: int | None, batch_size: int,
+) -> tuple[Any, Any, list[str]]:
+    """(data source, calibration table, notes) from ``--data`` / ``--calib``, either or both absent."""
     source = None
     table = None
+    notes: list[str] = []
+    if calib is not None:  # the one table reader, as edgeq quantize; with --data too, the data decides the ranges
+        from edgeq.calibrate.table import BOTH_GIVEN_NOTE, load_calibration
+
+        table = load_calibration(calib, onnx_path)
+        if data is not None and plan.quantization == "implicit" and not formats.quantized:
+            notes.append(BOTH_GIVEN_NOTE)  # (explicit: the quantization summary says it)
     if data is not None:
         from edgeq.data import load_data
 
         source = load_data(data, model, samples=samples, batch_size=batch_size)
-    if calib is not None:
-        from edgeq.calibrate import CalibrationTable
-
-        table = CalibrationTable.load(calib)
-        table.check_model(model_path)
-    return source, table
+    return source, table, notes
 
 
 def reference_model(
@@ -140,12 +143,12 @@ def _implicit(
         float_model, amax = strip_qdq(model)
         reference, name = model, "the Q/DQ model (DLA gets it as float + scales)"
     else:
-        if table is None:
-            if source is None:
-                raise DataError("--dla with int8 needs calibration for TensorRT's cache: pass --data or --calib")
+        if source is not None:  # measured on the data even when a table is given too (edgeq.calibrate.table)
             from edgeq.calibrate import calibrate
 
             table = calibrate(model, source, method="entropy", tensors="all", progress=progress)
+        elif table is None:
+            raise DataError("--dla with int8 needs calibration for TensorRT's cache: pass --data or --calib")
         amax = {t: table.amax(t) for t in table.tensors}
         float_model, reference, name = model, model, "the float model (int8 scales in calibration.cache)"
     text = format_cache(amax, str(trt_version_code(plan.tensorrt)), "EntropyCalibration2")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeq.graph.io import load_model, resolve_model_path
+from edgeq.graph.io import load_model
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 from edgeq.serialization import Serializable
 
@@ -74,7 +74,7 @@ def tensor_nbytes(tensor: onnx.TensorProto) -> int:
 
 def inspect_model(path: str | Path) -> ModelInfo:
     """Summarise a model file: interface, opsets, op mix, parameter bytes, quantizable nodes."""
-    path = resolve_model_path(path)
+    path = Path(path)
     model = load_model(path)
     graph = model.graph
     init_names = {t.name for t in graph.initializer}

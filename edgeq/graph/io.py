@@ -3,7 +3,8 @@
 Models above protobuf's 2 GB limit must keep their weights in an external data file, and a
 half-written model is worse than none, so saving always goes through a temporary file and a
 rename, and the result is validated with ``onnx.checker`` (full check) before it replaces
-anything.
+anything. This is the lowest I/O layer: it reads and writes files and never imports the
+frontends (a ``file.py:factory`` spec is resolved to a file above it).
 """
 
 from __future__ import annotations
@@ -25,26 +26,13 @@ from edgeq.errors import ModelLoadError
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def resolve_model_path(spec: str | Path) -> Path:
-    """The ONNX file a model argument names.
-
-    An ONNX path (or bundle folder) comes back unchanged. A PyTorch ``path/to/file.py:factory``
-    spec (a function returning ``(module, example_inputs[, dynamic_shapes])``) is exported once,
-    checked against the module and cached; the cached file's path comes back (see
-    ``edgeq.frontends.torch``). Commands that need a path rather than a ModelProto call this.
-    """
-    from edgeq.frontends.spec import is_factory_spec
-
-    if is_factory_spec(spec):
-        from edgeq.frontends.torch import factory_model_path
-
-        return factory_model_path(spec)
-    return Path(spec)
-
-
 def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load an ONNX file (or a ``file.py:factory`` spec), with a one-line error for anything else."""
-    path = resolve_model_path(path)
+    """Load an ONNX file (or a bundle folder's model.onnx), with a one-line error for anything else.
+
+    A ``file.py:factory`` spec is not a file: callers that accept one resolve it first with
+    ``edgeq.frontends.resolve.resolve_model`` (this layer sits below the frontends).
+    """
+    path = Path(path)
     if path.is_dir():
         candidate = path / "model.onnx"
         if not candidate.is_file():
@@ -130,7 +118,7 @@ def lower_ir_version(model: onnx.ModelProto) -> int:
 
 def model_sha256(path: str | Path) -> str:
     """Digest of the model file and its external data files, so a table is tied to one model."""
-    path = resolve_model_path(path)  # a file.py:factory spec digests its exported ONNX
+    path = Path(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

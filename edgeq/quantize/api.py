@@ -12,25 +12,31 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import onnx
 
 from edgeq.errors import ConfigError
+from edgeq.quantize.config import QuantizeConfig
 from edgeq.quantize.summary import QuantizationSummary
+
+if TYPE_CHECKING:  # types only: the handlers import data and calibrate when they need them
+    from edgeq.calibrate.table import CalibrationTable
+    from edgeq.data import DataSource
 
 
 @dataclass
 class QuantizeInputs:
     """What a handler may need beyond the model: calibration data and/or a calibration table.
 
-    ``data`` is an ``edgeq.data.DataSource`` (re-iterable batches of feed dicts);
-    ``calibration`` an ``edgeq.calibrate.CalibrationTable``. Either may be None when the
-    scheme is data-free (RTN, HQQ).
+    ``data`` holds re-iterable batches of feed dicts; ``calibration`` a table from ``edgeq
+    calibrate`` (read with :func:`edgeq.calibrate.load_calibration`). Either may be None when
+    the scheme is data-free (RTN, HQQ). When both are given, the data decides the activation
+    ranges (see :mod:`edgeq.calibrate.table`) and the summary notes it.
     """
 
-    data: Any = None
-    calibration: Any = None
+    data: DataSource | None = None
+    calibration: CalibrationTable | None = None
     model_path: str = ""
     progress: bool = True
 
@@ -41,13 +47,14 @@ class QuantizeResult:
     summary: QuantizationSummary
 
 
-Handler = Callable[[onnx.ModelProto, Any, QuantizeInputs], QuantizeResult]
-_HANDLERS: dict[type, Handler] = {}
-C = TypeVar("C")
+C = TypeVar("C", bound=QuantizeConfig)
+# A handler takes the config type it is registered for.
+Handler: TypeAlias = Callable[[onnx.ModelProto, C, QuantizeInputs], QuantizeResult]
+_HANDLERS: dict[type, Handler[Any]] = {}
 
 
-def register(config_type: type) -> Callable[[Handler], Handler]:
-    def decorate(handler: Handler) -> Handler:
+def register(config_type: type[C]) -> Callable[[Handler[C]], Handler[C]]:
+    def decorate(handler: Handler[C]) -> Handler[C]:
         _HANDLERS[config_type] = handler
         return handler
 
@@ -62,13 +69,14 @@ def _load_schemes() -> None:
 
 
 def quantize(
-    model: onnx.ModelProto, config: Any, inputs: QuantizeInputs | None = None, copy: bool = True
+    model: onnx.ModelProto, config: QuantizeConfig, inputs: QuantizeInputs | None = None, copy: bool = True
 ) -> QuantizeResult:
     """Quantize ``model`` according to ``config``.
 
     ``copy=False`` lets the handler rewrite ``model`` in place, so a caller that loaded the
     model only to quantize it holds one float copy of the weights, not two.
     """
+    inputs = inputs or QuantizeInputs()
     handler = _HANDLERS.get(type(config))
     if handler is None:  # a scheme module imported directly registers only itself: load them all
         _load_schemes()
@@ -79,12 +87,17 @@ def quantize(
         duplicate = onnx.ModelProto()
         duplicate.CopyFrom(model)
         model = duplicate
-    return handler(model, config, inputs or QuantizeInputs())
+    result = handler(model, config, inputs)
+    if inputs.data is not None and inputs.calibration is not None:
+        from edgeq.calibrate.table import BOTH_GIVEN_NOTE
+
+        result.summary.notes.insert(0, BOTH_GIVEN_NOTE)
+    return result
 
 
 def quantize_file(
     model_path: str | Path,
-    config: Any,
+    config: QuantizeConfig,
     output: str | Path,
     data: str | Path | None = None,
     calibration: str | Path | None = None,
@@ -93,20 +106,26 @@ def quantize_file(
     batch_size: int = 8,
     progress: bool = True,
 ) -> QuantizeResult:
-    """Load, quantize, check and save atomically; the public function behind ``edgeq quantize``."""
+    """Load, quantize, check and save atomically; the public function behind ``edgeq quantize``.
+
+    ``calibration`` is read with :func:`edgeq.calibrate.load_calibration`, checked against
+    ``model_path``; with ``data`` too, the data decides the activation ranges.
+    """
+    from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.io import load_model, save_model
 
-    model = load_model(model_path)
+    onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
+    model = load_model(onnx_path)
     source = None
     table = None
+    if calibration is not None:  # first: a bad table fails before the data is read
+        from edgeq.calibrate.table import load_calibration
+
+        table = load_calibration(calibration, onnx_path)
     if data is not None:
         from edgeq.data import load_data
 
         source = load_data(data, model, samples=samples, batch_size=batch_size)
-    if calibration is not None:
-        from edgeq.calibrate.table import CalibrationTable
-
-        table = CalibrationTable.load(calibration)
     result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress), copy=False)
     save_model(result.model, output)
     if summary_path is not None:

@@ -2,14 +2,19 @@
 
 A config says *what* to do; the handler registered for its type in ``edgeq.quantize.api``
 says how. Enums are ``str`` enums so ``"gptq"`` and ``Method.GPTQ`` both work and JSON stays
-readable.
+readable. Every config checks its values when it is built (``__post_init__``), so a bad value
+fails in one line naming the CLI option before any model is loaded, and a handler can trust
+the config it is given. What depends on the model or the inputs (``--data`` for GPTQ, a format
+a kernel cannot run) is still the handler's to refuse.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeAlias
 
 from edgeq.errors import ConfigError
 from edgeq.serialization import Serializable
@@ -48,6 +53,21 @@ def _enum(enum_type: type[Enum], value: Any, option: str) -> Any:
         raise ConfigError(f"{option}: unknown value {value!r}; expected one of {allowed}") from None
 
 
+def check_exclude(pattern: str | None) -> None:
+    """``--exclude`` is a regular expression on node names: refuse one that does not compile."""
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--exclude: {pattern!r} is not a valid regular expression ({exc})") from None
+
+
+def check_block_size(block_size: int) -> None:
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ConfigError(f"--block-size: {block_size} is not a power of two >= 16")
+
+
 @dataclass(frozen=True)
 class WeightOnlyConfig(Serializable):
     """Weight-only quantization of MatMul/Gemm (and embedding Gather) weights, block-wise."""
@@ -71,16 +91,28 @@ class WeightOnlyConfig(Serializable):
         object.__setattr__(self, "method", _enum(Method, self.method, "--method"))
         if self.onnx_format is not None:
             object.__setattr__(self, "onnx_format", _enum(OnnxFormat, self.onnx_format, "--format"))
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
-            raise ConfigError(f"--block-size: {self.block_size} is not a power of two >= 16")
+        check_block_size(self.block_size)
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ConfigError(f"--accuracy-level: {self.accuracy_level} is not one of 0, 1, 2, 3, 4")
+        check_exclude(self.exclude)
+        if not (math.isfinite(self.gptq_damp) and self.gptq_damp >= 0):
+            raise ConfigError(f"gptq_damp: {self.gptq_damp} is not a finite number >= 0")
 
     @property
     def resolved_format(self) -> OnnxFormat:
         if self.onnx_format is not None:
             return self.onnx_format
         return OnnxFormat.BNB4 if self.weights in (WeightFormat.NF4, WeightFormat.FP4) else OnnxFormat.MATMULNBITS
+
+
+# Int8 activation ranges: "auto" picks the best method per tensor (with --data).
+ACTIVATION_METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
+INT8_LAYOUTS = ("tensorrt", "onnxruntime")
+WEIGHT_CLIPPING = ("mse", "max")
+# Mixed precision candidates ("float" keeps a matrix as it is) and the spellings accepted for
+# them; None marks a name that is not a stored format.
+MIXED_FORMATS = ("int2", "int4", "int8", "nf4", "fp4", "float")
+MIXED_ALIASES: dict[str, str | None] = {"fp32": "float", "float32": "float", "fp16": None, "float16": None}
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,27 @@ class Int8Config(Serializable):
     # saturate int16 pair sums of full-range int8 in onnxruntime's kernels. Layout onnxruntime only.
     reduce_range: bool = False
 
+    def __post_init__(self) -> None:
+        from edgeq.graph.ops import COMPUTE_OPS
+
+        object.__setattr__(self, "op_types", tuple(self.op_types))
+        unknown = [o for o in self.op_types if o not in COMPUTE_OPS]
+        if unknown:
+            raise ConfigError(f"--op-types: {', '.join(unknown)} cannot be int8 QDQ; expected some of {', '.join(COMPUTE_OPS)}")
+        if not self.op_types:
+            raise ConfigError(f"--op-types: give at least one of {', '.join(COMPUTE_OPS)}")
+        if self.activation_method not in ACTIVATION_METHODS:
+            raise ConfigError(f"activation method {self.activation_method!r}; expected one of {', '.join(ACTIVATION_METHODS)}")
+        if self.layout not in INT8_LAYOUTS:
+            raise ConfigError(f"--layout: {self.layout!r}; expected one of {', '.join(INT8_LAYOUTS)}")
+        if self.reduce_range and self.layout != "onnxruntime":
+            raise ConfigError("--reduce-range is for --layout onnxruntime (x86 CPUs without VNNI); TensorRT's int8 does not saturate")
+        if self.weight_clipping not in WEIGHT_CLIPPING:
+            raise ConfigError(f"weight clipping {self.weight_clipping!r}; expected mse or max")
+        if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
+            raise ConfigError(f"--smoothquant: alpha {self.smoothquant_alpha} is not in [0, 1]")
+        check_exclude(self.exclude)
+
 
 @dataclass(frozen=True)
 class MixedPrecisionConfig(Serializable):
@@ -122,3 +175,27 @@ class MixedPrecisionConfig(Serializable):
     method: Method = Method.RTN
     embeddings: bool = True
     exclude: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        object.__setattr__(self, "method", _enum(Method, self.method, "--method"))
+        if (self.budget_bytes is None) == (self.avg_bits is None):
+            raise ConfigError("mixed precision needs exactly one of --budget (bytes) or --avg-bits")
+        if self.budget_bytes is not None and self.budget_bytes <= 0:
+            raise ConfigError(f"--budget: {self.budget_bytes} bytes is not a positive size")
+        if self.avg_bits is not None and not (math.isfinite(self.avg_bits) and self.avg_bits > 0):
+            raise ConfigError(f"--avg-bits: {self.avg_bits} is not a positive number of bits")
+        check_block_size(self.block_size)
+        check_exclude(self.exclude)
+        for raw in self.candidates:
+            name = str(getattr(raw, "value", raw)).strip().lower()
+            if MIXED_ALIASES.get(name, name) is None:
+                raise ConfigError(f"--candidates: {name} is not a stored format here; use 'float' to allow keeping a matrix as it is")
+            if MIXED_ALIASES.get(name, name) not in MIXED_FORMATS:
+                raise ConfigError(f"--candidates: unknown format {raw!r}; expected some of {', '.join(MIXED_FORMATS)}")
+        if not self.candidates:
+            raise ConfigError("--candidates: give at least one format, e.g. int2,int4,int8")
+
+
+# Every config a handler is registered for (a new scheme adds its config here).
+QuantizeConfig: TypeAlias = WeightOnlyConfig | Int8Config | MixedPrecisionConfig

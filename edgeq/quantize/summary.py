@@ -30,6 +30,9 @@ class NodeDecision:
 
 @dataclass
 class QuantizationSummary(Serializable):
+    """Per-node decisions plus ``notes``: what was done or not done to the whole model and why
+    (a step skipped for lack of ``--data``, ``--data`` chosen over ``--calib`` when both are given)."""
+
     schema_type = "edgeq.QuantizationSummary"
     schema_version = 1
 

@@ -20,20 +20,8 @@ HEADLINE_METRIC = {
     "generic": "cosine",
 }
 
-METRIC_LABELS = {
-    "cosine": "cosine",
-    "sqnr_db": "SQNR (dB)",
-    "top1_agreement": "top-1 agreement",
-    "top5_overlap": "top-5 overlap",
-    "confident_top1_agreement": "confident top-1",
-    "confident_samples": "confident samples",
-    "kl_divergence": "KL divergence",
-    "embedding_cosine_mean": "embedding cosine (mean)",
-    "embedding_cosine_p5": "embedding cosine (p5)",
-}
-
-PERCENT_METRICS = frozenset({"top1_agreement", "top5_overlap", "confident_top1_agreement"})
-
+# The metrics the comparison table shows per task, in column order (names and notation:
+# ``edgeq.metrics.METRICS``).
 TASK_METRICS = {
     "classification": [
         "top1_agreement",

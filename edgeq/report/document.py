@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,8 +115,6 @@ def compare_section(result: Any, title: str | None = None, reference_label: str 
 
 
 def _read_json(path: Path) -> Any:
-    import json
-
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
@@ -169,6 +168,11 @@ def build_report(sections: Sequence[Any], title: str | None = None) -> Report:
 
     created = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     return Report(title=title, created_utc=created, edgeq_version=__version__, sections=built)
+
+
+def report_json(report: Report) -> str:
+    """The document as the ``--json`` file holds it: indented, strict JSON (no NaN or infinity)."""
+    return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
 def load_report(path: str | Path) -> Report:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError
-from edgeq.report.document import Report, ReportSection, build_report
+from edgeq.report.document import Report, ReportSection, build_report, report_json
 
 
 def _check_paths(path: str | Path | None, json_path: str | Path | None) -> None:
@@ -38,7 +38,7 @@ def write_report(
     ``path`` may be None to write only the JSON. Returns the document that was written.
     """
     from edgeq.fileio import atomic_write_text
-    from edgeq.report.html import render_html, report_json
+    from edgeq.report.page import render_html
 
     _check_paths(path, json_path)
     report = sections if isinstance(sections, Report) else build_report(sections, title)

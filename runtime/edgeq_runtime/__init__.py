@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "BenchmarkResult": "edgeq_runtime.bench",
+    "BenchmarkResult": "edgeq_runtime.result",
     "benchmark": "edgeq_runtime.bench",
     "BundleError": "edgeq_runtime.errors",
     "Manifest": "edgeq_runtime.manifest",

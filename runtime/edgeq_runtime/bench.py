@@ -1,4 +1,4 @@
-"""Latency, throughput, per-op time and energy of a Session, as a versioned JSON record.
+"""The timing loop: latency, throughput, per-op time and energy of a Session, as one record.
 
 Method (what MLPerf, Zeus and trtexec users expect):
 
@@ -11,166 +11,47 @@ Method (what MLPerf, Zeus and trtexec users expect):
 ``throughput_per_s`` (samples per second). A window shorter than ten sensor periods is flagged
 ``window_too_short``; its numbers are still the measured ones, but few readings stand behind them.
 Without a sensor the energy block says ``available: false`` and why, and holds no numbers.
+
+The record types live in ``result``, the statistics in ``stats``, the energy integration in
+``energy`` and the terminal text in ``summary``; their public names are re-exported here, so
+``from edgeq_runtime.bench import BenchmarkResult, benchmark, format_result`` keeps working.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from edgeq_runtime import __version__
-from edgeq_runtime._fileio import atomic_write_text
 from edgeq_runtime.device import device_info
+from edgeq_runtime.energy import MIN_SENSOR_PERIODS, window_energy
 from edgeq_runtime.errors import BundleError
 from edgeq_runtime.inputs import resolve_shapes, synthesize_inputs, validate_feeds
 from edgeq_runtime.power import PowerSource, discover
 from edgeq_runtime.power.sampler import PowerSampler
+from edgeq_runtime.result import BenchmarkResult, EnergyResult
 from edgeq_runtime.session import Session
+from edgeq_runtime.stats import LATENCY_KEYS, latency_stats
+from edgeq_runtime.summary import format_result
+
+__all__ = [
+    "DEFAULT_PROFILE_RUNS",
+    "ENERGY_CHOICES",
+    "LATENCY_KEYS",
+    "MIN_SENSOR_PERIODS",
+    "BenchmarkResult",
+    "EnergyResult",
+    "benchmark",
+    "format_result",
+    "latency_stats",
+]
 
 ENERGY_CHOICES = ("auto", "none")
-MIN_SENSOR_PERIODS = 10
 DEFAULT_PROFILE_RUNS = 10
-LATENCY_KEYS = ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")
-
-
-@dataclass
-class EnergyResult:
-    """Energy of the measured window; every number comes from a sensor reading, or is null."""
-
-    available: bool
-    reason: Optional[str] = None
-    source: Optional[str] = None
-    rails: List[str] = field(default_factory=list)
-    sample_period_ms: Optional[float] = None
-    idle_power_w: Optional[float] = None
-    average_power_w: Optional[float] = None
-    energy_per_inference_mj: Optional[float] = None
-    energy_above_idle_per_inference_mj: Optional[float] = None
-    window_s: Optional[float] = None
-    window_too_short: bool = False
-    trace: Dict[str, List[float]] = field(default_factory=lambda: {"t_s": [], "power_w": []})
-    measured_window_s: Optional[List[float]] = None
-
-    @classmethod
-    def unavailable(cls, reason: str) -> EnergyResult:
-        return cls(available=False, reason=reason)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "available": self.available,
-            "reason": self.reason,
-            "source": self.source,
-            "rails": list(self.rails),
-            "sample_period_ms": self.sample_period_ms,
-            "idle_power_w": self.idle_power_w,
-            "average_power_w": self.average_power_w,
-            "energy_per_inference_mj": self.energy_per_inference_mj,
-            "energy_above_idle_per_inference_mj": self.energy_above_idle_per_inference_mj,
-            "window_s": self.window_s,
-            "window_too_short": self.window_too_short,
-            "trace": {"t_s": list(self.trace.get("t_s", [])), "power_w": list(self.trace.get("power_w", []))},
-            "measured_window_s": list(self.measured_window_s) if self.measured_window_s is not None else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EnergyResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-@dataclass
-class BenchmarkResult:
-    """One benchmark run; ``to_json`` is the record the report and other tools read."""
-
-    SCHEMA = "edgeq_runtime.BenchmarkResult"
-    SCHEMA_VERSION = 1
-
-    model: str
-    backend: str
-    providers: List[str]
-    device: Dict[str, Any]
-    versions: Dict[str, Optional[str]]
-    batch: int
-    warmup: int
-    iterations: int
-    threads: Optional[int]
-    latency_ms: Dict[str, float]
-    throughput_per_s: float
-    trace_ms: List[float]
-    warmup_iterations: int
-    ops: List[Dict[str, Any]]
-    energy: EnergyResult
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "schema": self.SCHEMA,
-            "schema_version": self.SCHEMA_VERSION,
-            "model": self.model,
-            "backend": self.backend,
-            "providers": list(self.providers),
-            "device": dict(self.device),
-            "versions": dict(self.versions),
-            "batch": self.batch,
-            "warmup": self.warmup,
-            "iterations": self.iterations,
-            "threads": self.threads,
-            "latency_ms": dict(self.latency_ms),
-            "throughput_per_s": self.throughput_per_s,
-            "trace_ms": list(self.trace_ms),
-            "warmup_iterations": self.warmup_iterations,
-            "ops": [dict(op) for op in self.ops],
-            "energy": self.energy.to_dict(),
-        }
-
-    def to_json(self, indent: Optional[int] = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent) + "\n"
-
-    def save(self, path: Union[str, Path]) -> Path:
-        return atomic_write_text(path, self.to_json())
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "benchmark result") -> BenchmarkResult:
-        if not isinstance(data, dict) or data.get("schema") != cls.SCHEMA:
-            raise BundleError(source + ": not an " + cls.SCHEMA + " record")
-        version = data.get("schema_version")
-        if not isinstance(version, int) or version > cls.SCHEMA_VERSION:
-            raise BundleError(source + ": " + cls.SCHEMA + " schema_version " + repr(version) + " is newer than this "
-                              "edgeq-runtime reads (" + str(cls.SCHEMA_VERSION) + ")")
-        fields = [f for f in cls.__dataclass_fields__ if f != "energy"]
-        missing = [f for f in cls.__dataclass_fields__ if f not in data]
-        if missing:
-            raise BundleError(source + ": " + cls.SCHEMA + " record lacks " + ", ".join(missing))
-        values = {f: data[f] for f in fields}
-        return cls(energy=EnergyResult.from_dict(data["energy"]), **values)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "benchmark result") -> BenchmarkResult:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise BundleError(source + ": not valid JSON (" + str(exc) + ")") from None
-        return cls.from_dict(data, source)
-
-
-def latency_stats(latencies_ms: List[float]) -> Dict[str, float]:
-    """min/mean/std/percentiles/max; percentiles by linear interpolation (numpy's default)."""
-    values = np.asarray(latencies_ms, dtype=np.float64)
-    p50, p90, p95, p99 = np.percentile(values, [50, 90, 95, 99])
-    return {
-        "min": float(values.min()),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p95": float(p95),
-        "p99": float(p99),
-        "max": float(values.max()),
-    }
 
 
 def _package_version(name: str) -> Optional[str]:
@@ -303,7 +184,7 @@ def benchmark(
     trace_ms.extend(measured)
 
     if sampler is not None and source is not None and run_window is not None:
-        energy_result = _energy(sampler, source, idle_window, run_window, len(measured) * batch_size)
+        energy_result = window_energy(sampler, source, idle_window, run_window, len(measured) * batch_size)
     else:
         energy_result = EnergyResult.unavailable(reason or "no power sensor")
 
@@ -329,85 +210,3 @@ def benchmark(
         ops=ops,
         energy=energy_result,
     )
-
-
-def _energy(
-    sampler: PowerSampler,
-    source: PowerSource,
-    idle_window: Optional[List[float]],
-    run_window: List[float],
-    inferences: int,
-) -> EnergyResult:
-    if sampler.error is not None:
-        return EnergyResult.unavailable("the power sensor stopped answering during the run (" + sampler.error + ")")
-    t0, t1 = run_window
-    window = t1 - t0
-    joules = sampler.energy_between(t0, t1)
-    average = joules / window if window > 0 else None
-    idle_power = None
-    if idle_window is not None and idle_window[1] > idle_window[0]:
-        idle_power = sampler.energy_between(idle_window[0], idle_window[1]) / (idle_window[1] - idle_window[0])
-    per_inference = joules * 1000.0 / inferences if inferences else None
-    above_idle = None
-    if idle_power is not None and inferences:
-        above_idle = (joules - idle_power * window) * 1000.0 / inferences
-    times, power = sampler.trace()
-    return EnergyResult(
-        available=True,
-        reason=None,
-        source=source.description,
-        rails=list(source.rails),
-        sample_period_ms=sampler.interval_s * 1000.0,
-        idle_power_w=idle_power,
-        average_power_w=average,
-        energy_per_inference_mj=per_inference,
-        energy_above_idle_per_inference_mj=above_idle,
-        window_s=window,
-        window_too_short=window < MIN_SENSOR_PERIODS * source.period_s,
-        trace={"t_s": times, "power_w": power},
-        measured_window_s=[t0, t1],
-    )
-
-
-def format_result(result: BenchmarkResult) -> str:
-    """A readable summary for the terminal."""
-    lines = []
-    lines.append("model      " + result.model + "  [" + result.backend + ": " + ", ".join(result.providers) + "]")
-    device = result.device
-    where = str(device.get("jetson_model") or device.get("cpu", "")) + ", " + str(device.get("cpu_count")) + " CPUs"
-    if device.get("power_mode"):
-        where += ", power mode " + str(device["power_mode"])
-    lines.append("device     " + str(device.get("hostname")) + " (" + where + ")")
-    lines.append("runs       batch " + str(result.batch) + ", " + str(result.warmup) + " warm-up + "
-                 + str(result.iterations) + " measured" + (", " + str(result.threads) + " threads" if result.threads else ""))
-    lat = result.latency_ms
-    lines.append("latency ms " + "  ".join(k + " " + _num(lat[k]) for k in LATENCY_KEYS))
-    lines.append("throughput " + _num(result.throughput_per_s) + " inferences/s")
-    energy = result.energy
-    if not energy.available:
-        lines.append("energy     not measured: " + str(energy.reason))
-    else:
-        lines.append("energy     " + str(energy.source))
-        lines.append("           average " + _num(energy.average_power_w) + " W, idle " + _num(energy.idle_power_w)
-                     + " W over a " + _num(energy.window_s) + " s window")
-        lines.append("           " + _num(energy.energy_per_inference_mj) + " mJ/inference, "
-                     + _num(energy.energy_above_idle_per_inference_mj) + " mJ/inference above idle")
-        if energy.window_too_short:
-            lines.append("           warning: window shorter than " + str(MIN_SENSOR_PERIODS)
-                         + " sensor periods; use --duration for a trustworthy energy figure")
-    if result.ops:
-        lines.append("top ops    " + "name".ljust(40) + "type".ljust(20) + "total ms".rjust(10) + "count".rjust(7)
-                     + "share".rjust(8))
-        for op in result.ops:
-            lines.append("           " + str(op["name"])[:39].ljust(40) + str(op["op_type"])[:19].ljust(20)
-                         + _num(op["total_ms"]).rjust(10) + str(op["count"]).rjust(7)
-                         + ("{:.1%}".format(op["share"])).rjust(8))
-    return "\n".join(lines)
-
-
-def _num(value: Optional[float]) -> str:
-    if value is None:
-        return "n/a"
-    if abs(value) >= 100:
-        return "{:.1f}".format(value)
-    return "{:.3g}".format(value)

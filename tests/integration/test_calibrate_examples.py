@@ -59,7 +59,7 @@ def test_efficientnet_ranges_match_onnxruntime_minmax(efficientnet_model: Path, 
     assert clipped  # the ReLU6 (Clip) outputs stay within [0, 6]
 
 
-def test_minilm_channel_statistics(minilm_model: Path, text_sets: tuple[Path, Path]) -> None:
+def test_minilm_matmul_inputs_are_calibrated(minilm_model: Path, text_sets: tuple[Path, Path]) -> None:
     model = load_model(minilm_model)
     table = calibrate(minilm_model, load_data(text_sets[0], model, samples=8, batch_size=4), progress=False)
     nodes, _ = find_quantizable(model)
@@ -67,10 +67,8 @@ def test_minilm_channel_statistics(minilm_model: Path, text_sets: tuple[Path, Pa
     assert matmuls and {n.activation for n in matmuls} <= set(table.tensors)
     for node in matmuls:
         item = table[node.activation]
-        assert item.channel_absmax is not None and item.channel_absmean is not None
-        assert len(item.channel_absmax) == node.weight_shape[0]
-        assert max(item.channel_absmax) == pytest.approx(item.minmax_amax, rel=1e-6)
-        assert all(m <= a + 1e-9 for m, a in zip(item.channel_absmean, item.channel_absmax, strict=True))
+        assert 0 < item.amax <= item.minmax_amax * (1 + 1e-12)
+    assert "channel_absmax" not in table.to_json()  # per-channel lists are no longer written (nothing read them)
 
 
 def test_bert_recipe_reproduces_the_text_set(

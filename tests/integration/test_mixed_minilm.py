@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from edgeq.metrics import cosine_rows, masked_mean_pool
-from edgeq.quantize.schemes.mixed import scheme
+from edgeq.quantize.schemes.mixed import sensitivity
+from edgeq.quantize.schemes.mixed.writer import METADATA_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,7 @@ def _embeddings(model: str | bytes, feeds: dict[str, np.ndarray]) -> np.ndarray:
 def test_cli_budget_on_minilm(tmp_path: Path, minilm_model: Path, text_sets: tuple[Path, Path], capsys, monkeypatch) -> None:
     from edgeq.cli import main
 
-    monkeypatch.setattr(scheme, "SENSITIVITY_SAMPLES", 8)  # the ranking barely moves (rho >= 0.988 vs 64)
+    monkeypatch.setattr(sensitivity, "SENSITIVITY_SAMPLES", 8)  # the ranking barely moves (rho >= 0.988 vs 64)
     calib, evals = text_sets
     out, summary = tmp_path / "mixed.onnx", tmp_path / "summary.json"
     code = main(["quantize", str(minilm_model), "--budget", "9MB", "--block-size", "128", "--data", str(calib),
@@ -34,7 +35,7 @@ def test_cli_budget_on_minilm(tmp_path: Path, minilm_model: Path, text_sets: tup
     assert code == 0, capsys.readouterr().err
     written = onnx.load(str(out))
     onnx.checker.check_model(written, full_check=True)
-    plan = json.loads(next(p.value for p in written.metadata_props if p.key == scheme.METADATA_KEY))
+    plan = json.loads(next(p.value for p in written.metadata_props if p.key == METADATA_KEY))
     assert plan["budget_bytes"] == 9_000_000 and len(plan["nodes"]) == 39
     original = onnx.load(str(minilm_model), load_external_data=False)
     before = {t.name for t in original.graph.initializer}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
 import pytest
 
-from edgeq.calibrate.table import CalibrationTable, TensorRange
+from edgeq.calibrate.table import CalibrationTable, TensorRange, load_calibration
 from edgeq.calibrate.trt_cache import parse_cache, read_cache, scale_hex
 from edgeq.errors import ConfigError
 
@@ -31,10 +32,10 @@ def _table(method: str = "minmax") -> CalibrationTable:
 
 def test_json_round_trip(tmp_path: Path) -> None:
     table = _table("entropy")
-    table.tensors["asym"].channel_absmax = [1.0, 2.5]
     path = table.save(tmp_path / "calib.json")
     loaded = CalibrationTable.load(path)
     assert loaded == table
+    assert "channel_absmax" not in path.read_text() and "channel_absmean" not in path.read_text()
     assert loaded.amax("asym") == 6.0 and loaded.amax("asym", "minmax") == 10.0 and loaded.amax("asym", "mse") == 5.4
     with pytest.raises(ConfigError, match="tensor 'nope' is not in the calibration table"):
         loaded.amax("nope")
@@ -93,3 +94,56 @@ def test_table_rejects_nonfinite_and_unknown_method() -> None:
         CalibrationTable("0" * 64, "minmax", 1, {"t": TensorRange("t", float("-inf"), 1.0, 1.0)})
     with pytest.raises(ConfigError, match="calibration method"):
         CalibrationTable("0" * 64, "kl", 1, {})
+
+
+def test_old_tables_with_channel_statistics_still_load(tmp_path: Path) -> None:
+    """Tables written before the unused per-channel lists were dropped read as before."""
+    data = _table("entropy").to_dict()
+    data["_data"]["tensors"]["asym"]["channel_absmax"] = [1.0, 2.5]
+    data["_data"]["tensors"]["asym"]["channel_absmean"] = [0.5, 1.0]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert load_calibration(tmp_path / "old.json") == _table("entropy")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (None, "calibration table not found"),
+        ("{not json", "not valid JSON"),
+        ('{"_type": "edgeq.QuantizationSummary", "_version": 1, "_data": {}}', "expected a edgeq.CalibrationTable"),
+        ("NEWER", "newer than this edgeq"),
+        ("NAN", "non-finite range"),
+        ("KL", "calibration method 'kl'"),
+        ('{"_type": "edgeq.CalibrationTable", "_version": 1, "_data": {"method": "minmax"}}', "invalid edgeq.CalibrationTable"),
+    ],
+)
+def test_load_calibration_names_the_file_in_one_line(tmp_path: Path, text: str | None, fragment: str) -> None:
+    path = tmp_path / "table.json"
+    good = _table().to_json()
+    if text == "NEWER":
+        text = good.replace('"_version": 1', '"_version": 99')
+    elif text == "NAN":
+        text = good.replace('"max": 2.0', '"max": NaN')
+    elif text == "KL":
+        text = good.replace('"method": "minmax"', '"method": "kl"')
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_calibration(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message
+
+
+def test_load_calibration_refuses_another_model(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not the calibrated model")
+    path = _table().save(tmp_path / "calib.json")
+    with pytest.raises(ConfigError, match=r"calib\.json: calibration table was made for model sha256 abababababab"):
+        load_calibration(path, model)
+
+
+def test_thresholds_for_names_the_missing_tensor() -> None:
+    table = _table("entropy")
+    assert table.thresholds_for("asym", "input of conv") == {"minmax": 10.0, **table["asym"].thresholds}
+    with pytest.raises(ConfigError, match=r"no range for tensor 'gone' \(input of conv\)"):
+        table.thresholds_for("gone", "input of conv")

@@ -99,3 +99,18 @@ def test_every_scheme_is_found_whichever_module_was_imported_first():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "Int8Config" in out and "WeightOnlyConfig" in out and "MixedPrecisionConfig" in out
+
+
+def test_calib_help_states_the_one_precedence(capsys):
+    for command in ("quantize", "export"):
+        assert main([command, "--help"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "With --data too, --data decides the activation ranges (noted in the summary)" in out, command
+
+
+def test_bad_option_fails_before_the_model_is_read(tmp_path, capsys):
+    """The config checks itself when built: the option is named even though the model is missing."""
+    for flags in (["--block-size", "24"], ["--exclude", "("], ["--activations", "int8", "--weights", "int8", "--op-types", "Relu"]):
+        assert main(["quantize", str(tmp_path / "missing.onnx"), *flags, "-o", str(tmp_path / "q.onnx")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flags[-2] in err[0] and "missing.onnx" not in err[0], err

@@ -149,7 +149,7 @@ def test_factory_with_arguments_is_refused(tmp_path, cache):
 
 
 def test_export_is_checked_cached_and_reused(factory_file, cache):
-    from edgeq.frontends import torch as frontend
+    from edgeq.frontends import factory_cache as frontend
 
     spec = f"{factory_file}:make"
     first = frontend.export_factory(spec)
@@ -203,18 +203,28 @@ def test_changed_weights_or_code_never_reuse_a_stale_export(tmp_path, factory_fi
     assert session.run(None, {session.get_inputs()[0].name: np.ones((1, 2), np.float32)})[0].tolist() == [[3, 3]]
 
 
-def test_load_model_and_resolve_model_path_accept_specs(factory_file, cache):
-    from edgeq.graph.io import load_model, resolve_model_path, save_model
+def test_resolve_model_and_load_model_spec_accept_specs(factory_file, cache):
+    from edgeq.frontends.resolve import load_model_spec, resolve_model
+    from edgeq.graph.io import save_model
 
     spec = f"{factory_file}:make"
-    path = resolve_model_path(spec)
+    path = resolve_model(spec)
     assert path.is_file() and path.parent.parent == cache
-    model = load_model(spec)
+    model = load_model_spec(spec)
     assert [i.name for i in model.graph.input] == ["input"]
     # ONNX paths pass through untouched.
     onnx_path = save_model(model, factory_file.parent / "plain.onnx")
-    assert resolve_model_path(onnx_path) == onnx_path
-    assert resolve_model_path(str(onnx_path)) == onnx_path
+    assert resolve_model(onnx_path) == onnx_path
+    assert resolve_model(str(onnx_path)) == onnx_path
+
+
+def test_graph_io_takes_files_only(factory_file):
+    """The lowest I/O layer never resolves specs (it sits below the frontends)."""
+    from edgeq.errors import ModelLoadError
+    from edgeq.graph.io import load_model
+
+    with pytest.raises(ModelLoadError, match=r"file not found"):
+        load_model(f"{factory_file}:make")
 
 
 def test_cli_command_takes_a_spec(factory_file, cache, capsys):

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgeq.errors import ConfigError, UnsupportedError  # noqa: E402
-from edgeq.frontends.torch import DEFAULT_OPSET, ExportResult, to_onnx  # noqa: E402
+from edgeq.frontends.torch import DEFAULT_OPSET, TorchExportResult, to_onnx  # noqa: E402
 
 
 class ConvBN(torch.nn.Module):
@@ -127,7 +127,7 @@ def test_two_inputs_dynamic_batch_runs_at_other_batch_sizes(tmp_path):
     np.testing.assert_allclose(got_sum, ref["sum"].numpy(), atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(got_norm, ref["norm"].numpy(), atol=1e-5, rtol=1e-4)
     # The JSON record round-trips without the in-memory graph.
-    again = ExportResult.from_json(result.to_json())
+    again = TorchExportResult.from_json(result.to_json())
     assert again.model is None and again.output_names == ["sum", "norm"]
 
 

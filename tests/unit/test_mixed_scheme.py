@@ -15,7 +15,15 @@ from edgeq.errors import ConfigError
 from edgeq.graph.passes.weight_only import plan_targets, read_weight
 from edgeq.quantize import QuantizeInputs, quantize
 from edgeq.quantize.config import Method, MixedPrecisionConfig
-from edgeq.quantize.schemes.mixed import scheme
+from edgeq.quantize.schemes.mixed.fitting import fit, planned_bytes
+from edgeq.quantize.schemes.mixed.probe import WeightProbe
+from edgeq.quantize.schemes.mixed.sensitivity import (
+    SENSITIVITY_SAMPLES,
+    measure_sensitivity,
+    plan_matrices,
+    sensitivity_batches,
+)
+from edgeq.quantize.schemes.mixed.writer import METADATA_KEY
 
 VOCAB, HIDDEN, FFN = 40, 64, 96
 
@@ -103,7 +111,7 @@ def _new_initializer_bytes(original: onnx.ModelProto, quantized: onnx.ModelProto
 
 
 def _plan(model: onnx.ModelProto) -> dict:
-    entry = next(p for p in model.metadata_props if p.key == scheme.METADATA_KEY)
+    entry = next(p for p in model.metadata_props if p.key == METADATA_KEY)
     return json.loads(entry.value)
 
 
@@ -147,10 +155,10 @@ def test_exact_bytes_per_format_match_the_emitters(seq_model: onnx.ModelProto) -
         blocks = -(-cols // block)
         for bits in (2, 4, 8):
             expected = rows * blocks * block * bits // 8 + rows * blocks * 4
-            assert scheme.planned_bytes(by_name[name], f"int{bits}", block) == expected
+            assert planned_bytes(by_name[name], f"int{bits}", block) == expected
     table = by_name["embed"]
-    assert scheme.planned_bytes(table, "int4", block) == VOCAB * HIDDEN // 2 + VOCAB * 2 * 4
-    assert scheme.planned_bytes(table, "float", block) == VOCAB * HIDDEN * 4
+    assert planned_bytes(table, "int4", block) == VOCAB * HIDDEN // 2 + VOCAB * 2 * 4
+    assert planned_bytes(table, "float", block) == VOCAB * HIDDEN * 4
 
 
 @pytest.mark.parametrize("method", ["rtn", "gptq"])
@@ -162,10 +170,10 @@ def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onn
     source = load_data(data, seq_model, batch_size=8)
     stats = {}
     if method == "gptq":
-        from edgeq.quantize.schemes.weight_only.scheme import collect_layer_stats
+        from edgeq.quantize.schemes.weight_only.stats import collect_layer_stats
 
         stats = collect_layer_stats(seq_model, plan_targets(seq_model, True)[0], source, False)
-    table = scheme.measure_sensitivity(seq_model, config, source, stats, samples=16)
+    table = measure_sensitivity(seq_model, config, source, stats, samples=16)
     assert table.samples == 16
     feeds = {k: v[:16] for k, v in data.items()}
     ref = _run(seq_model, feeds).astype(np.float64)
@@ -174,7 +182,7 @@ def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onn
         target = matrix.target
         w = read_weight(seq_model, target)
         for fmt in ("int2", "int4"):
-            fitted = scheme.fit(w, target, fmt, 16, Method(method), stats)
+            fitted = fit(w, target, fmt, 16, Method(method), stats)
             stored = fitted.effective(w.shape)
             stored = stored.T if target.transpose else stored
             copy = onnx.ModelProto()
@@ -196,7 +204,7 @@ def test_measured_sensitivity_matches_an_independent_substitution(seq_model: onn
         int2, int4 = matrix.option("int2"), matrix.option("int4")
         assert int2 is not None and int4 is not None and int2.error > int4.error > 0
     if method == "gptq":
-        assert any(scheme.fit(read_weight(seq_model, m.target), m.target, "int4", 16, Method.GPTQ, stats).result.bias is not None
+        assert any(fit(read_weight(seq_model, m.target), m.target, "int4", 16, Method.GPTQ, stats).result.bias is not None
                    for m in table.matrices)
 
 
@@ -219,8 +227,8 @@ def test_the_sensitive_matrix_gets_the_bits() -> None:
     model = two_branch_model(loud=10.0)
     x = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
     targets, _ = plan_targets(model, True)
-    two = sum(scheme.planned_bytes(t, "int2", 32) for t in targets)
-    upgrade = scheme.planned_bytes(targets[0], "int4", 32) - scheme.planned_bytes(targets[0], "int2", 32)
+    two = sum(planned_bytes(t, "int2", 32) for t in targets)
+    upgrade = planned_bytes(targets[0], "int4", 32) - planned_bytes(targets[0], "int2", 32)
     config = MixedPrecisionConfig(budget_bytes=two + upgrade, block_size=32, candidates=("int2", "int4"))
     result = _quantize(model, config, {"x": x})
     formats = {n["node"]: n["format"] for n in _plan(result.model)["nodes"]}
@@ -228,7 +236,7 @@ def test_the_sensitive_matrix_gets_the_bits() -> None:
     onnx.checker.check_model(result.model, full_check=True)
     assert _new_initializer_bytes(model, result.model) == two + upgrade
     # Gemm's alpha and bias survive the rewrite; the error is measured on the first samples.
-    first = {"x": x[: scheme.SENSITIVITY_SAMPLES]}
+    first = {"x": x[: SENSITIVITY_SAMPLES]}
     ref, out = _run(model, first), _run(result.model, first)
     assert np.sum((out - ref) ** 2) / np.sum(ref**2) == pytest.approx(_plan(result.model)["measured_error"], rel=1e-3)
 
@@ -249,7 +257,7 @@ def test_measured_error_of_the_written_model_is_close_to_the_sum(seq_model: onnx
 
 def test_budget_below_the_minimum_names_the_smallest_size(seq_model: onnx.ModelProto) -> None:
     targets, _ = plan_targets(seq_model, True)
-    smallest = sum(scheme.planned_bytes(t, "int2", 32) for t in targets)
+    smallest = sum(planned_bytes(t, "int2", 32) for t in targets)
     with pytest.raises(ConfigError) as info:
         _quantize(seq_model, MixedPrecisionConfig(budget_bytes=smallest - 1, block_size=32))
     message = str(info.value)
@@ -277,7 +285,7 @@ def test_nf4_has_no_table_kernel_and_bnb4_handles_ragged_k(seq_model: onnx.Model
     with pytest.raises(ConfigError, match="smallest achievable"):  # the table can only be int8 here
         _quantize(seq_model, config)
     targets, _ = plan_targets(seq_model, True)
-    smallest = sum(scheme.planned_bytes(t, "int8" if t.is_embedding else "nf4", 64) for t in targets)
+    smallest = sum(planned_bytes(t, "int8" if t.is_embedding else "nf4", 64) for t in targets)
     result = _quantize(seq_model, MixedPrecisionConfig(budget_bytes=smallest, block_size=64, candidates=("nf4", "int8")))
     plan = _plan(result.model)
     assert {n["node"]: n["format"] for n in plan["nodes"]} == {"embed": "int8", "up": "nf4", "down": "nf4", "out": "nf4"}
@@ -297,7 +305,7 @@ def test_data_driven_methods_count_their_extra_tensors(seq_model: onnx.ModelProt
     assert method in methods and "hqq" in methods  # the table has no activations: hqq
     assert any("+bias correction" in d.scheme for d in result.summary.nodes)
     # The written model's error on the measured samples is what the plan says it is.
-    feeds = {k: v[: scheme.SENSITIVITY_SAMPLES] for k, v in token_data().items()}
+    feeds = {k: v[: SENSITIVITY_SAMPLES] for k, v in token_data().items()}
     ref, out = _run(seq_model, feeds).astype(np.float64), _run(result.model, feeds).astype(np.float64)
     keep = feeds["attention_mask"].astype(bool)
     assert np.sum((out - ref)[keep] ** 2) / np.sum(ref[keep] ** 2) == pytest.approx(plan["measured_error"], rel=1e-3)
@@ -359,15 +367,15 @@ def test_cli_budget_and_refusal(tmp_path, seq_model: onnx.ModelProto, capsys) ->
 def test_downstream_runs_equal_whole_model_runs(seq_model: onnx.ModelProto) -> None:
     """Running only the nodes after the substituted matrix measures the same error as the whole model."""
     data = load_data(token_data(), seq_model, batch_size=8)
-    batches, mask_name, _ = scheme.sensitivity_batches(seq_model, data, 24)
-    targets, _, _ = scheme.plan_matrices(seq_model, MixedPrecisionConfig(avg_bits=4.0))
-    probe = scheme.WeightProbe(seq_model, targets, batches, mask_name)
+    batches, mask_name, _ = sensitivity_batches(seq_model, data, 24)
+    targets, _, _ = plan_matrices(seq_model, MixedPrecisionConfig(avg_bits=4.0))
+    probe = WeightProbe(seq_model, targets, batches, mask_name)
     # The final Mul reads the cast mask, computed upstream of everything; "down" also reads the residual.
     assert probe.cuts[0] == ["maskf"] and set(probe.cuts[-1] or []) == {"h4", "maskf"}
     assert set(probe.cuts[2] or []) == {"h0", "h2", "maskf"}
     for i, target in enumerate(targets):
         w = read_weight(seq_model, target)
-        effective = scheme.fit(w, target, "int2", 16, Method.RTN, {}).effective(w.shape)
+        effective = fit(w, target, "int2", 16, Method.RTN, {}).effective(w.shape)
         part, whole = probe.error({i: effective}), probe.error({i: effective}, downstream_only=False)
         assert part == pytest.approx(whole, rel=1e-5) and part > 0
         assert probe._sub is not None and probe._sub[0] == i

@@ -450,7 +450,7 @@ def test_json_summary_keys_are_the_documented_ones(demo_page: tuple[Report, str,
 
 
 def test_number_formatting() -> None:
-    from edgeq.report.html import fmt_bytes, fmt_metric, fmt_ms, fmt_number
+    from edgeq.report.formatting import fmt_bytes, fmt_metric, fmt_ms, fmt_number
 
     assert fmt_number(-0.0001, 3, "mJ") == "0.000 mJ"
     assert fmt_number(-0.25, 2) == "-0.25"

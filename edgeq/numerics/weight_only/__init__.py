@@ -10,14 +10,18 @@ import numpy as np
 
 from edgeq.numerics.codecs import Codec
 from edgeq.numerics.weight_only.awq import awq
-from edgeq.numerics.weight_only.common import AlgorithmResult, LayerStats, output_error, weighted_error
+from edgeq.numerics.weight_only.common import (
+    DATA_DRIVEN,
+    AlgorithmResult,
+    LayerStats,
+    output_error,
+    weighted_error,
+)
 from edgeq.numerics.weight_only.gptq import gptq
 from edgeq.numerics.weight_only.hqq import hqq
 from edgeq.numerics.weight_only.rtn import rtn
 
 __all__ = ["AlgorithmResult", "LayerStats", "output_error", "run", "weighted_error"]
-
-DATA_DRIVEN = ("gptq", "awq")
 
 
 def run(

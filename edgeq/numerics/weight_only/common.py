@@ -23,6 +23,8 @@ from edgeq.numerics.codecs import BlockQuantized
 # Rows handled at once by the block-local searches: bounds the float64 temporaries on
 # embedding tables (30k x 384) to a few tens of MB.
 ROW_CHUNK = 2048
+# The methods that weigh a weight's error by its layer's calibration activations.
+DATA_DRIVEN = ("gptq", "awq")
 
 
 @dataclass
@@ -70,6 +72,27 @@ class AlgorithmResult:
         if self.input_scale is not None:
             deq = deq * self.input_scale[None, :]
         return deq
+
+
+def data_free_fallback(
+    method: str, *, table: bool, has_hessian: bool, flat: bool, cols: int, block_size: int
+) -> tuple[str, str]:
+    """The method that really fits one weight, and why it is not ``method`` ("" when it is).
+
+    GPTQ and AWQ need the layer's input activations: a lookup table has none, a layer no
+    calibration sample reached has none, and bnb4's flat layout (``flat``: blocks straddling
+    rows, so K is not a multiple of ``block_size``) has no per-row blocks for them to walk. Each
+    falls back to HQQ, the best data-free fit; RTN and HQQ are returned as they are.
+    """
+    if method not in DATA_DRIVEN:
+        return method, ""
+    if table:
+        return "hqq", "hqq for the table: a lookup has no activations"
+    if not has_hessian:
+        return "hqq", "no calibration activations reached this node; hqq instead"
+    if flat:
+        return "hqq", f"K={cols} is not a multiple of block {block_size}: bnb4 blocks straddle rows, hqq instead"
+    return method, ""
 
 
 def output_error(w: np.ndarray, w_hat: np.ndarray, hessian: np.ndarray) -> float:

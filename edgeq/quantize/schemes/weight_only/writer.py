@@ -1,0 +1,81 @@
+"""Writing one quantized weight into the graph, in the ONNX format the user chose.
+
+MatMulNBits, MatMulBnb4, standard DequantizeLinear blocks (``qdq``) or GatherBlockQuantized for
+tables, with AWQ's input scale and GPTQ/AWQ's bias correction around them.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from edgeq.errors import UnsupportedError
+from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
+from edgeq.graph.passes.base import opset_version
+from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget
+from edgeq.numerics.weight_only import AlgorithmResult
+from edgeq.quantize.config import OnnxFormat, WeightOnlyConfig
+
+
+def convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """Raise the default-domain opset to ``version`` (standard DequantizeLinear blocks need it)."""
+    current = opset_version(model, "")
+    if current >= version:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, version)
+    except Exception as exc:  # the converter raises bare RuntimeErrors/ValueErrors per adapter
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(
+            f"cannot convert the model from opset {current} to {version} for --format qdq ({first}); "
+            "use --format matmulnbits"
+        ) from None
+    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
+    converted.ir_version = max(converted.ir_version, min_ir)
+    return converted
+
+
+def emit_target(
+    rewriter: WeightOnlyRewriter,
+    target: WeightTarget,
+    result: AlgorithmResult,
+    config: WeightOnlyConfig,
+    fmt: OnnxFormat,
+    prefix: str,
+    readers: set[int],
+) -> Emitted:
+    """Nodes computing the target's output from its quantized weight in format ``fmt``."""
+    emitted = Emitted()
+    q = result.quantized
+    activation = target.activation
+    if result.input_scale is not None:
+        activation, scaling = rewriter.scaled_activation(target, result.input_scale, prefix, readers)
+        emitted.extend(scaling)
+    if target.is_embedding:
+        if fmt is OnnxFormat.QDQ:
+            emitted.extend(qdq.emit_gather(q, activation, target.output, prefix, target.dtype))
+        else:
+            emitted.extend(gather.emit(q, activation, target.output, prefix, target.dtype))
+        return emitted
+    output_bias = None
+    if result.bias is not None:
+        output_bias = rewriter.fold_output_bias(target, result.bias, prefix)
+    needs_add = target.bias is not None or output_bias is not None
+    product = target.output if not needs_add else rewriter.fresh(f"{prefix}_product")
+    if fmt is OnnxFormat.MATMULNBITS:
+        emitted.extend(matmulnbits.emit(q, activation, product, prefix, target.dtype, config.accuracy_level))
+    elif fmt is OnnxFormat.QDQ:
+        emitted.extend(qdq.emit(q, activation, product, prefix, target.dtype))
+    else:
+        emitted.extend(bnb4.emit(q, target.rows, target.cols, activation, product, prefix, target.dtype))
+    if target.bias is not None:
+        gemm_out = target.output if output_bias is None else rewriter.fresh(f"{prefix}_gemm")
+        emitted.extend(rewriter.gemm_bias(target, product, prefix, gemm_out))
+        product = gemm_out
+    if output_bias is not None:
+        emitted.extend(output_bias)
+        emitted.nodes.append(
+            onnx.helper.make_node("Add", [product, output_bias.initializers[0].name], [target.output], name=rewriter.fresh(f"{prefix}_bias_correction"))
+        )
+    return emitted
