@@ -114,6 +114,11 @@ def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: lis
     from edgeq.errors import ConfigError
 
     files = [Path(p) for p in inputs if p is not None and str(p)]
+    named = [(option, Path(target)) for option, target in outputs.items() if target is not None and str(target)]
+    for i, (option, out) in enumerate(named):
+        for other, second in named[:i]:
+            if _same_file(out, second):
+                raise ConfigError(f"{option} {out}: {other} names the same file; give each output its own path")
     for option, target in outputs.items():
         if target is None or not str(target):
             continue
@@ -123,6 +128,29 @@ def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: lis
                 raise ConfigError(f"{option} {out}: that is the input {source}; choose another output path")
             if out.is_dir() and not out.is_symlink() and source.resolve().is_relative_to(out.resolve()):
                 raise ConfigError(f"{option} {out}: the folder holds the input {source}; choose another output path")
+
+
+def check_output_paths(outputs: dict[str, str | Path | None], folders: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output that cannot be written: one line naming the option.
+
+    A file output may not be an existing folder (``folders`` names the options that write a
+    folder); its nearest existing parent must be a writable folder, not a file.
+    """
+    from edgeq.errors import ConfigError
+
+    for option, target in outputs.items():
+        if target is None or not str(target):
+            continue
+        out = Path(target)
+        if option not in folders and out.is_dir():
+            raise ConfigError(f"{option} {out}: is a folder; expected a file path")
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {out}: cannot write in {parent} (permission denied)")
 
 
 class OutputSet:
@@ -136,6 +164,7 @@ class OutputSet:
 
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path]] = []
+        self._scratch: list[Path] = []
 
     def path(self, final: str | Path) -> Path:
         final = Path(final)
@@ -148,6 +177,22 @@ class OutputSet:
         os.close(fd)
         self._pending.append((Path(tmp_name), final))
         return Path(tmp_name)
+
+    def adopt(self, tmp: str | Path, final: str | Path) -> None:
+        """Commit a file another writer staged (in a ``scratch_dir``) onto ``final`` with the rest."""
+        self._pending.append((Path(tmp), Path(final)))
+
+    def scratch_dir(self, final: str | Path) -> Path:
+        """A temporary folder beside ``final`` (same file system, so renames are atomic), removed at the end."""
+        final = Path(final)
+        if final.is_dir():
+            from edgeq.errors import ConfigError
+
+            raise ConfigError(f"{final}: is a folder; expected a file path")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        self._scratch.append(scratch)
+        return scratch
 
     def commit(self) -> None:
         done: list[tuple[Path, Path | None]] = []  # (final, backup of what it replaced)
@@ -179,12 +224,19 @@ class OutputSet:
                 with contextlib.suppress(OSError):
                     backup.unlink()
         self._pending = []
+        self._remove_scratch()
 
     def discard(self) -> None:
         for tmp, _ in self._pending:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         self._pending = []
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        for scratch in self._scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._scratch = []
 
     def __enter__(self) -> OutputSet:
         return self

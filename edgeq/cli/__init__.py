@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("error: interrupted; no output was written", err=True)
         return 130
+    except OSError as exc:  # the disk or the file system said no (full, read-only, permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

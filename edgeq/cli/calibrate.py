@@ -36,11 +36,12 @@ def calibrate_command(
     from edgeq.calibrate.trt_cache import ALGORITHMS
     from edgeq.data import load_data
     from edgeq.fileio import atomic_path
-    from edgeq.frontends.resolve import resolve_model
+    from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model, model_sha256
 
     choice(method, METHOD_CHOICES, "--method")
     choice(trt_algorithm, ALGORITHMS, "--trt-algorithm")
+    refuse_outputs_over_inputs({"-o": output, "--trt-cache": trt_cache}, model, [data])
     model = resolve_model(model)  # a file.py:factory spec: its checked, cached export
     proto = load_model(model)
     source = load_data(data, proto, samples=samples, batch_size=batch_size)

@@ -23,19 +23,23 @@ def compare_command(
 ) -> None:
     """Output agreement (cosine, SQNR, top-1/top-5), size, latency and the worst layers of each candidate."""
     from edgeq.evaluate import compare_models
+    from edgeq.fileio import OutputSet
+    from edgeq.frontends.resolve import model_input_files, refuse_outputs_over_inputs
 
+    inputs = [f for c in candidates for f in model_input_files(c)]
+    refuse_outputs_over_inputs({"-o": output, "--json-out": json_out}, reference, [*inputs, data])
     result = compare_models(reference, list(candidates), data, samples=samples, batch_size=batch_size, latency=not no_latency)
     if as_json:
         typer.echo(result.to_json())
     else:
         typer.echo(result.format_text())
-    if json_out is not None:
-        result.save(json_out)
-        if not as_json:
-            typer.echo(f"wrote {json_out}")
-    if output is not None:
-        from edgeq.report import write_compare_report
+    with OutputSet() as outputs:  # the JSON and the page land together or not at all
+        if json_out is not None:
+            result.save(outputs.path(json_out))
+        if output is not None:
+            from edgeq.report import write_compare_report
 
-        write_compare_report(result, output)
-        if not as_json:
-            typer.echo(f"wrote {output}")
+            write_compare_report(result, outputs.path(output))
+    for written in (json_out, output):
+        if written is not None and not as_json:
+            typer.echo(f"wrote {written}")

@@ -29,10 +29,12 @@ def profile_command(
     target: Optional[str] = typer.Option(None, "--target", help="Board name to show in the report header."),
 ) -> None:
     """Measure latency (and energy where the board has a power sensor) and write a report."""
+    from edgeq.frontends.resolve import refuse_outputs_over_inputs
     from edgeq.profile import profile
     from edgeq.report import write_profile_report
 
     choice(energy, ("auto", "none"), "--energy")
+    refuse_outputs_over_inputs({"-o": output, "--json": json_path}, path)
     result = profile(
         path,
         warmup=warmup,

@@ -52,15 +52,21 @@ def export_bundle(
     batch_size: int = 8,
     build_engine: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> ExportResult:
-    """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically."""
-    from edgeq.frontends.resolve import resolve_model
+    """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically.
+
+    ``force`` replaces an ``output`` folder that is not provably an edgeq bundle of its own files.
+    """
+    from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model
 
     model_path = Path(model_path)
     output = Path(output)
+    paths: list[str | Path | None] = [p for p in (data, calib) if isinstance(p, (str, Path))]
+    refuse_outputs_over_inputs({"-o": output}, model_path, paths, folders=("-o",))
     profile = load_target(target)
-    _check_output(output)
+    _check_output(output, force)
     onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
     model = load_model(onnx_path)
     formats = model_formats(model)
@@ -99,14 +105,33 @@ def export_bundle(
     return result
 
 
-def _check_output(output: Path) -> None:
-    """``-o`` must be a new folder, an empty one, or an earlier bundle (it gets replaced)."""
+def _check_output(output: Path, force: bool) -> None:
+    """``-o`` must be a new folder, an empty one, or an edgeq bundle holding only its own files.
+
+    The folder is replaced whole, so anything else in it would be lost: a folder that merely
+    holds a file called manifest.json, or a bundle the user added notes to, is refused unless
+    ``force`` says to replace it anyway.
+    """
     if output.exists() and not output.is_dir():
         raise ConfigError(f"-o {output}: exists and is a file; give a folder for the bundle")
-    if output.is_dir() and any(output.iterdir()) and not (output / "manifest.json").is_file():
+    if force or not output.is_dir() or not any(output.iterdir()):
+        return
+    from edgeq_runtime.errors import BundleError
+    from edgeq_runtime.manifest import MANIFEST_NAME, Manifest
+
+    try:
+        manifest = Manifest.read(output)
+    except (BundleError, OSError, ValueError):
         raise ConfigError(
-            f"-o {output}: exists, is not empty and is not an edgeq bundle; choose another folder (it would be replaced)"
-        )
+            f"-o {output}: exists, is not empty and is not an edgeq bundle; choose another folder "
+            "(or --force to replace it and everything in it)"
+        ) from None
+    listed = {entry.path for entry in manifest.files} | {MANIFEST_NAME}
+    extra = sorted(str(p.relative_to(output)) for p in output.rglob("*") if p.is_file() and str(p.relative_to(output)) not in listed)
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise ConfigError(f"-o {output}: the bundle holds files its manifest does not list ({shown}) that would be lost; "
+                          "move them or pass --force")
 
 
 def _precision_from_model(

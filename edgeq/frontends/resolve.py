@@ -36,3 +36,28 @@ def resolve_model(spec: str | Path) -> Path:
 def load_model_spec(spec: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
     """``load_model`` for a model argument that may be a ``file.py:factory`` spec."""
     return load_model(resolve_model(spec), load_external_data=load_external_data)
+
+
+def model_input_files(spec: str | Path) -> list[Path]:
+    """The user's files a model argument reads: the ONNX file and its external data, the bundle's
+    model, or a factory spec's Python file. An output that is one of them must be refused."""
+    from edgeq.graph.io import model_files
+
+    if is_factory_spec(spec):
+        match = str(spec).rsplit(":", 1)[0]
+        return [Path(match).expanduser()]
+    path = Path(spec)
+    if path.is_dir():
+        return [path, *model_files(path / "model.onnx")] if (path / "model.onnx").is_file() else [path]
+    return model_files(path)
+
+
+def refuse_outputs_over_inputs(outputs: dict[str, str | Path | None], model: str | Path | None = None,
+                               others: list[str | Path | None] | None = None, folders: tuple[str, ...] = ()) -> None:
+    """One check at every entry point, before any work: every output writable, none replacing an input."""
+    from edgeq.fileio import check_output_paths, refuse_overwriting_inputs
+
+    check_output_paths(outputs, folders)
+    inputs: list[str | Path] = [] if model is None else list(model_input_files(model))
+    inputs += [p for p in (others or []) if p is not None]
+    refuse_overwriting_inputs(outputs, inputs)

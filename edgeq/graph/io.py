@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from edgeq.errors import ModelLoadError
+from edgeq.fileio import OutputSet
 
 # Protobuf refuses to serialise a message above 2 GiB; leave headroom for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -67,18 +67,21 @@ def save_model(
     path: str | Path,
     external_data: bool | None = None,
     check: bool = True,
+    outputs: OutputSet | None = None,
 ) -> Path:
     """Write ``model`` atomically; weights go to ``<name>.data`` when asked or when over 2 GB.
 
     The model is checked (``onnx.checker`` full check, with shape inference) on the temporary
-    copy, so a model that fails the check never replaces the user's file.
+    copy, so a model that fails the check never replaces the user's file. With ``outputs`` the
+    files are only staged, and land when the caller commits that set with its other outputs.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    use_external = _needs_external_data(model) if external_data is None else external_data
-    data_name = path.name + ".data"
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    own = outputs is None
+    staged = OutputSet() if outputs is None else outputs
     try:
+        use_external = _needs_external_data(model) if external_data is None else external_data
+        data_name = path.name + ".data"
+        tmp_dir = staged.scratch_dir(path)
         tmp_model = tmp_dir / path.name
         if use_external:
             copy = onnx.ModelProto()
@@ -97,11 +100,32 @@ def save_model(
         if check:
             onnx.checker.check_model(str(tmp_model), full_check=True)
         if use_external:
-            os.replace(tmp_dir / data_name, path.parent / data_name)
-        os.replace(tmp_model, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+            staged.adopt(tmp_dir / data_name, path.parent / data_name)
+        staged.adopt(tmp_model, path)
+    except BaseException:
+        if own:
+            staged.discard()
+        raise
+    if own:
+        staged.commit()
     return path
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The model file and every external-data file it names: what a command reads of a model."""
+    path = Path(path)
+    files = [path]
+    with contextlib.suppress(Exception):  # an unreadable model fails later, with its own message
+        model = onnx.load(str(path), load_external_data=False)
+        graphs = [model.graph]
+        while graphs:
+            graph = graphs.pop()
+            for tensor in graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location" and (path.parent / entry.value) not in files:
+                        files.append(path.parent / entry.value)
+            graphs += [a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    return files
 
 
 def lower_ir_version(model: onnx.ModelProto) -> int:

@@ -111,9 +111,11 @@ def quantize_file(
     ``calibration`` is read with :func:`edgeq.calibrate.load_calibration`, checked against
     ``model_path``; with ``data`` too, the data decides the activation ranges.
     """
-    from edgeq.frontends.resolve import resolve_model
+    from edgeq.fileio import OutputSet
+    from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model, save_model
 
+    refuse_outputs_over_inputs({"-o": output, "--summary": summary_path}, model_path, [data, calibration])
     onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
     model = load_model(onnx_path)
     source = None
@@ -127,7 +129,8 @@ def quantize_file(
 
         source = load_data(data, model, samples=samples, batch_size=batch_size)
     result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress), copy=False)
-    save_model(result.model, output)
-    if summary_path is not None:
-        result.summary.save(summary_path)
+    with OutputSet() as outputs:  # the model and its summary land together or not at all
+        if summary_path is not None:
+            result.summary.save(outputs.path(summary_path))
+        save_model(result.model, output, outputs=outputs)
     return result

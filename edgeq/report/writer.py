@@ -37,7 +37,7 @@ def write_report(
     ``Report`` loaded from an earlier ``--json`` file is re-rendered as it is.
     ``path`` may be None to write only the JSON. Returns the document that was written.
     """
-    from edgeq.fileio import atomic_write_text
+    from edgeq.fileio import OutputSet
     from edgeq.report.page import render_html
 
     _check_paths(path, json_path)
@@ -46,10 +46,11 @@ def write_report(
         report.title = title
     page = render_html(report) if path is not None else None
     document = report_json(report) if json_path is not None else None
-    if path is not None and page is not None:
-        atomic_write_text(path, page)
-    if json_path is not None and document is not None:
-        atomic_write_text(json_path, document)
+    with OutputSet() as outputs:  # the page and its JSON land together or not at all
+        if path is not None and page is not None:
+            outputs.path(path).write_text(page, encoding="utf-8")
+        if json_path is not None and document is not None:
+            outputs.path(json_path).write_text(document, encoding="utf-8")
     return report
 
 

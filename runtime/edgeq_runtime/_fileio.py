@@ -11,7 +11,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, List, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -62,3 +62,18 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
             digest.update(block)
             block = handle.read(chunk)
     return digest.hexdigest()
+
+
+def names_an_input(output: PathLike, inputs: List[PathLike]) -> Optional[Path]:
+    """The input that ``output`` would replace (same file through links, or inside an input folder)."""
+    out = Path(output)
+    for source in inputs:
+        source = Path(source)
+        try:
+            if out.resolve() == source.resolve() or (out.exists() and source.exists() and os.path.samefile(out, source)):
+                return source
+            if source.is_dir() and str(out.resolve()).startswith(str(source.resolve()) + os.sep):
+                return source
+        except OSError:
+            continue
+    return None

@@ -58,6 +58,14 @@ def _bench(args: argparse.Namespace) -> int:
     from edgeq_runtime.manifest import Manifest
     from edgeq_runtime.session import Session
 
+    if args.json:
+        from edgeq_runtime._fileio import names_an_input
+
+        path_in = Path(args.path)
+        inputs = [path_in, path_in.with_name(path_in.name + ".data")] + ([args.feeds] if args.feeds else [])
+        clash = names_an_input(args.json, inputs)
+        if clash is not None:
+            raise BundleError("--json " + str(args.json) + ": that would replace the input " + str(clash) + "; choose another path")
     shapes = parse_shape_overrides(args.shape)
     feeds = load_feeds(args.feeds) if args.feeds else None
     # A TensorRT engine is built for concrete shapes, so for a bundle they are resolved before opening.
