@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from edgeq.numerics.int8 import bias as int8_bias
 from edgeq.numerics.int8 import equalize as int8_equalize
 from edgeq.numerics.int8 import gptq as int8_gptq
+from edgeq.numerics.int8 import statistics as int8_statistics
 from edgeq.numerics.int8 import smoothquant as int8_smoothquant
 from edgeq.numerics.int8 import weights as int8_weights
 
@@ -102,12 +103,12 @@ def test_gptq_lowers_output_error_and_equals_rtn_for_identity_hessian():
 def test_conv_hessian_matches_explicit_im2col():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 5, 5))
-    dense = int8_gptq.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=False)
+    dense = int8_statistics.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=False)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     rows = [xp[n, :, i : i + 3, j : j + 3].ravel() for n in range(2) for i in range(0, 5, 2) for j in range(0, 5, 2)]
     p = np.array(rows)
     np.testing.assert_allclose(dense, p.T @ p, rtol=1e-10)
-    dw = int8_gptq.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=True)
+    dw = int8_statistics.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=True)
     for c in range(3):
         pc = np.array([xp[n, c, i : i + 3, j : j + 3].ravel() for n in range(2) for i in range(0, 5, 2) for j in range(0, 5, 2)])
         np.testing.assert_allclose(dw[c], pc.T @ pc, rtol=1e-10)
@@ -116,4 +117,4 @@ def test_conv_hessian_matches_explicit_im2col():
 @pytest.mark.parametrize("rows", [1, 7])
 def test_matmul_hessian(rows):
     x = np.random.default_rng(rows).standard_normal((rows, 3, 4))
-    np.testing.assert_allclose(int8_gptq.matmul_hessian([x]), x.reshape(-1, 4).T @ x.reshape(-1, 4))
+    np.testing.assert_allclose(int8_statistics.matmul_hessian([x]), x.reshape(-1, 4).T @ x.reshape(-1, 4))
