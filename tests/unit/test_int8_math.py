@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from edgeq.numerics.int8 import bias as int8_bias
 from edgeq.numerics.int8 import equalize as int8_equalize
 from edgeq.numerics.int8 import gptq as int8_gptq
+from edgeq.numerics.int8 import refit as int8_refit
 from edgeq.numerics.int8 import smoothquant as int8_smoothquant
+from edgeq.numerics.int8 import statistics as int8_statistics
 from edgeq.numerics.int8 import weights as int8_weights
 
 
@@ -99,15 +101,30 @@ def test_gptq_lowers_output_error_and_equals_rtn_for_identity_hessian():
     np.testing.assert_array_equal(ident, rtn.astype(np.int8))
 
 
+def test_gptq_depthwise_rows_each_use_their_own_hessian_and_keep_dead_channels():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 500, 9)) @ (rng.standard_normal((9, 9)) + np.eye(9))
+    x[1, :, 4] = 0.0  # channel 1 never sees input 4
+    hessians = np.einsum("cpi,cpj->cij", x, x)
+    w = rng.standard_normal((3, 9))
+    s = np.abs(w).max(axis=1) / 127
+    for act_order in (False, True):
+        q = int8_gptq.gptq_int8(w, s, hessians, act_order=act_order)
+        for r in range(3):
+            alone = int8_gptq.gptq_int8(w[r : r + 1], s[r : r + 1], hessians[r], act_order=act_order)
+            np.testing.assert_array_equal(q[r], alone[0])
+        assert q[1, 4] == np.clip(np.rint(w[1, 4] / s[1]), -127, 127)  # rounded to nearest, not zeroed
+
+
 def test_conv_hessian_matches_explicit_im2col():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 5, 5))
-    dense = int8_gptq.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=False)
+    dense = int8_statistics.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=False)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     rows = [xp[n, :, i : i + 3, j : j + 3].ravel() for n in range(2) for i in range(0, 5, 2) for j in range(0, 5, 2)]
     p = np.array(rows)
     np.testing.assert_allclose(dense, p.T @ p, rtol=1e-10)
-    dw = int8_gptq.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=True)
+    dw = int8_statistics.conv_hessian([x], (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), depthwise=True)
     for c in range(3):
         pc = np.array([xp[n, c, i : i + 3, j : j + 3].ravel() for n in range(2) for i in range(0, 5, 2) for j in range(0, 5, 2)])
         np.testing.assert_allclose(dw[c], pc.T @ pc, rtol=1e-10)
@@ -116,4 +133,18 @@ def test_conv_hessian_matches_explicit_im2col():
 @pytest.mark.parametrize("rows", [1, 7])
 def test_matmul_hessian(rows):
     x = np.random.default_rng(rows).standard_normal((rows, 3, 4))
-    np.testing.assert_allclose(int8_gptq.matmul_hessian([x]), x.reshape(-1, 4).T @ x.reshape(-1, 4))
+    np.testing.assert_allclose(int8_statistics.matmul_hessian([x]), x.reshape(-1, 4).T @ x.reshape(-1, 4))
+
+
+def test_refit_recovers_the_weight_when_the_input_is_exact_and_solves_least_squares():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((400, 10))
+    w = rng.standard_normal((4, 10))
+    h, cross = int8_statistics.matmul_statistics([x], [x])
+    assert cross is not None
+    np.testing.assert_allclose(int8_refit.corrected_weight(w, h, cross, damp=0.0), w, rtol=1e-9)
+    noisy = x + 0.1 * rng.standard_normal(x.shape)  # the quantized stream's input
+    h, cross = int8_statistics.matmul_statistics([noisy], [x])
+    assert cross is not None
+    reference = np.linalg.lstsq(noisy, x @ w.T, rcond=None)[0].T
+    np.testing.assert_allclose(int8_refit.corrected_weight(w, h, cross, damp=0.0), reference, rtol=1e-8, atol=1e-10)

@@ -1,9 +1,7 @@
-"""The input second moment X^T X per weight: the Hessian of GPTQ's layer-wise objective.
+"""The input second moment X^T X per weight (the Hessian of GPTQ's layer-wise objective), as an observer.
 
-For a linear layer y = x W, the squared output error of a weight perturbation is
-``dW^T (X^T X) dW``, so GPTQ needs only this K x K matrix, never the activations themselves;
-it is accumulated batch by batch in float64 (float32 sums over millions of rows lose the
-small eigenvalues GPTQ's Cholesky step depends on).
+The arithmetic is :class:`edgeq.numerics.hessian.GramAccumulator` (float64 running sum); this
+class only adapts it to the collector: tensors in any layout, the channel axis chosen.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import numpy as np
 
 from edgeq.calibrate.observers.base import Observer, as_float
 from edgeq.calibrate.observers.channel import rows_by_channel
+from edgeq.numerics.hessian import GramAccumulator
 
 
 class HessianObserver(Observer):
@@ -21,32 +20,27 @@ class HessianObserver(Observer):
 
     def __init__(self, channel_axis: int = -1) -> None:
         self.channel_axis = channel_axis
-        self.sum: np.ndarray | None = None
-        self.rows = 0
+        self.accumulator = GramAccumulator()
+
+    @property
+    def sum(self) -> np.ndarray | None:
+        return self.accumulator.sum
+
+    @property
+    def rows(self) -> int:
+        return self.accumulator.rows
 
     def update(self, x: np.ndarray) -> None:
         rows = rows_by_channel(as_float(x), self.channel_axis).astype(np.float64)
         if rows.shape[0] == 0:
             return
-        gram = rows.T @ rows
-        if self.sum is None:
-            self.sum = gram
-        else:
-            if gram.shape != self.sum.shape:
-                raise ValueError(f"channel count changed from {self.sum.shape[0]} to {gram.shape[0]} between batches")
-            self.sum += gram
-        self.rows += rows.shape[0]
+        self.accumulator.add(rows)
 
     def merge(self, other: Any) -> None:
         self._check_same_kind(other)
-        if other.sum is None:
-            return
-        self.sum = other.sum.copy() if self.sum is None else self.sum + other.sum
-        self.rows += other.rows
+        self.accumulator.merge(other.accumulator)
 
     @property
     def hessian(self) -> np.ndarray:
         """X^T X / rows (the mean over rows), float64, K x K."""
-        if self.sum is None:
-            return np.zeros((0, 0))
-        return self.sum / max(self.rows, 1)
+        return self.accumulator.mean()

@@ -29,6 +29,9 @@ from onnx import helper, numpy_helper
 from edgeq.graph.passes.base import GraphIndex, get_attribute
 from edgeq.graph.passes.qdq import QdqPlan, WeightQuantization
 from edgeq.numerics.int8 import bias as int8_bias
+from edgeq.numerics.int8 import gptq as int8_gptq
+from edgeq.numerics.int8 import refit as int8_refit
+from edgeq.numerics.int8 import statistics as int8_statistics
 from edgeq.numerics.int8 import weights as int8_weights
 
 DEFAULT_RATIOS = (1.0, 0.95, 0.9, 0.84, 0.77, 0.68, 0.58)
@@ -413,19 +416,17 @@ def _gptq_values(
     node: onnx.NodeProto, weight: np.ndarray, scale: np.ndarray, axis: int, inputs: list[np.ndarray], qmax: int
 ) -> np.ndarray | None:
     """GPTQ integers on the per-channel grid, or None for layouts it does not handle."""
-    from edgeq.numerics.int8 import gptq as int8_gptq
-
     if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
         geometry = _conv_geometry(node, weight)
         if geometry is None:
             return None
-        hessian = int8_gptq.conv_hessian(inputs, *geometry)  # type: ignore[arg-type]
+        hessian = int8_statistics.conv_hessian(inputs, *geometry)  # type: ignore[arg-type]
         rows = weight.reshape(weight.shape[0], -1)
         return int8_gptq.gptq_int8(rows, scale, hessian, act_order=False, qmax=qmax).reshape(weight.shape)
     if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
         if node.op_type == "Gemm" and int(get_attribute(node, "transA", 0)):
             return None
-        hessian = int8_gptq.matmul_hessian(inputs)
+        hessian = int8_statistics.matmul_hessian(inputs)
         rows = weight if axis == 0 else weight.T
         q = int8_gptq.gptq_int8(rows, scale, hessian, act_order=False, qmax=qmax)
         return q if axis == 0 else q.T
@@ -434,35 +435,31 @@ def _gptq_values(
 
 def _rows_per_weight(node: onnx.NodeProto, weight: np.ndarray, inputs: list[np.ndarray]) -> float:
     """Input rows (patch positions or token rows) per weight of one output channel."""
-    from edgeq.numerics.int8.gptq import MAX_ROWS
-
     if node.op_type == "Conv" and weight.ndim == 4:
         rows = sum(int(np.prod(x.shape[2:])) * x.shape[0] for x in inputs)  # ~ output positions
         per_channel = int(np.prod(weight.shape[1:]))
     else:
         rows = sum(int(np.prod(x.shape[:-1])) for x in inputs)
         per_channel = inputs[0].shape[-1]
-    return min(rows, MAX_ROWS) / max(per_channel, 1)
+    return min(rows, int8_statistics.MAX_ROWS) / max(per_channel, 1)
 
 
 def _layer_statistics(node: onnx.NodeProto, weight: np.ndarray, axis: int, inputs: list[np.ndarray], targets: list[np.ndarray]) -> np.ndarray | None:
     """The layer's weight refitted (ridge least squares) so its quantized input maps to the float output."""
-    from edgeq.numerics.int8 import gptq as int8_gptq
-
     if node.op_type == "Conv" and weight.ndim == 4 and axis == 0:
         geometry = _conv_geometry(node, weight)
         if geometry is None:
             return None
-        hessian, cross = int8_gptq.conv_statistics(inputs, targets, *geometry)  # type: ignore[arg-type]
+        hessian, cross = int8_statistics.conv_statistics(inputs, targets, *geometry)  # type: ignore[arg-type]
         assert cross is not None
         rows = weight.reshape(weight.shape[0], -1)
-        return int8_gptq.corrected_weight(rows, hessian, cross).reshape(weight.shape)
+        return int8_refit.corrected_weight(rows, hessian, cross).reshape(weight.shape)
     if node.op_type in ("MatMul", "Gemm") and weight.ndim == 2:
         if node.op_type == "Gemm" and int(get_attribute(node, "transA", 0)):
             return None
-        hessian, cross = int8_gptq.matmul_statistics(inputs, targets)
+        hessian, cross = int8_statistics.matmul_statistics(inputs, targets)
         assert cross is not None
         rows = weight if axis == 0 else weight.T
-        fitted = int8_gptq.corrected_weight(rows, hessian, cross)
+        fitted = int8_refit.corrected_weight(rows, hessian, cross)
         return fitted if axis == 0 else fitted.T
     return None

@@ -15,6 +15,7 @@ import onnx
 
 from edgeq.calibrate.observers.base import Observer
 from edgeq.graph.passes.weight_only import WeightTarget
+from edgeq.numerics.hessian import GramAccumulator
 from edgeq.numerics.weight_only import LayerStats
 from edgeq.quantize.schemes.weight_only.padding import TrimmedPadding, is_sequence_model, mask_input
 
@@ -40,7 +41,7 @@ class _LayerStatsObserver(Observer):
 
     def __init__(self, mask: _TokenMask | None) -> None:
         self.mask = mask
-        self.gram: np.ndarray | None = None
+        self.gram = GramAccumulator()
         self.abs_sum: np.ndarray | None = None
         self.sum: np.ndarray | None = None
         self.rows = 0
@@ -50,30 +51,29 @@ class _LayerStatsObserver(Observer):
         if self.mask is not None and self.mask.rows is not None and self.mask.rows.size == rows.shape[0]:
             rows = rows[self.mask.rows]
         # One batch's product in float32 (a few thousand rows), the running sum in float64.
-        gram = (rows.T @ rows).astype(np.float64)
+        self.gram.add(rows)
         magnitude = np.abs(rows).sum(axis=0, dtype=np.float64)
         total = rows.sum(axis=0, dtype=np.float64)
         self.sum = total if self.sum is None else self.sum + total
-        self.gram = gram if self.gram is None else self.gram + gram
         self.abs_sum = magnitude if self.abs_sum is None else self.abs_sum + magnitude
         self.rows += rows.shape[0]
 
     def merge(self, other: Any) -> None:
         self._check_same_kind(other)
-        if other.gram is None:
+        if other.gram.sum is None:
             return
-        if self.gram is None or self.abs_sum is None or self.sum is None:
-            self.gram, self.abs_sum, self.sum = other.gram.copy(), other.abs_sum.copy(), other.sum.copy()
+        self.gram.merge(other.gram)
+        if self.abs_sum is None or self.sum is None:
+            self.abs_sum, self.sum = other.abs_sum.copy(), other.sum.copy()
         else:
-            self.gram += other.gram
             self.abs_sum += other.abs_sum
             self.sum += other.sum
         self.rows += other.rows
 
     def stats(self) -> LayerStats:
-        if self.gram is None or self.abs_sum is None or self.sum is None or self.rows == 0:
+        if self.gram.sum is None or self.abs_sum is None or self.sum is None or self.rows == 0:
             return LayerStats()
-        return LayerStats(hessian=self.gram / self.rows, magnitudes=self.abs_sum / self.rows, mean=self.sum / self.rows)
+        return LayerStats(hessian=self.gram.sum / self.rows, magnitudes=self.abs_sum / self.rows, mean=self.sum / self.rows)
 
 
 
