@@ -24,6 +24,7 @@ from edgeq.quantize.config import MixedPrecisionConfig
 from edgeq.quantize.schemes.mixed.candidates import FLOAT, check_config, resolve_candidates
 from edgeq.quantize.schemes.mixed.fitting import fit, float_bytes, stored_bytes, unavailable_reason
 from edgeq.quantize.schemes.mixed.probe import WeightProbe
+from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
 from edgeq.quantize.schemes.weight_only.padding import is_sequence_model, mask_input, trimmed_batches
 
 # Calibration samples the sensitivity runs use: (targets x candidates) forward passes over them.
@@ -111,6 +112,7 @@ def plan_matrices(model: onnx.ModelProto, config: MixedPrecisionConfig) -> tuple
     """The matrices in the budget, the nodes left out (with reasons) and unavailable formats per matrix."""
     candidates = resolve_candidates(config)
     targets, left = plan_targets(model, config.embeddings, config.exclude)
+    check_block_size_fits(config.block_size, targets)
     kept: list[WeightTarget] = []
     unavailable: dict[int, dict[str, str]] = {}
     for target in targets:

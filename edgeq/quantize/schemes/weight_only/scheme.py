@@ -29,6 +29,7 @@ from edgeq.numerics.weight_only.common import DATA_DRIVEN, data_free_fallback, r
 from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
+from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
 from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize, scheme_label
 from edgeq.quantize.schemes.weight_only.stats import timed_layer_stats
 from edgeq.quantize.schemes.weight_only.writer import convert_opset, emit_target
@@ -107,6 +108,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
     summary.weight_bytes_before = weight_bytes(model)
     targets, left = plan_targets(model, config.embeddings, config.exclude)
+    check_block_size_fits(config.block_size, targets)
     for skipped in left:
         summary.add(left_decision(skipped))
     table_codec, table_note = embedding_codec(config, codec)
