@@ -102,6 +102,9 @@ def import_factory_file(spec: FactorySpec) -> ModuleType:
     try:
         with _script_folder_on_path(spec.file.parent):
             loader_spec.loader.exec_module(module)
+    except SystemExit as exc:  # sys.exit() in the user's file must not end edgeq "successfully"
+        del sys.modules[name]
+        raise ConfigError(f"{spec.file}: importing it called sys.exit({exc.code!r}); a factory file must not exit") from None
     except Exception as exc:  # the user's file: any error it raises is theirs to see, in one line
         del sys.modules[name]
         raise ConfigError(f"{spec.file}: importing it raised {type(exc).__name__}: {exc}") from exc
@@ -127,6 +130,8 @@ def call_factory(spec: FactorySpec) -> Any:
     try:
         with _script_folder_on_path(spec.file.parent):
             return factory()
+    except SystemExit as exc:
+        raise ConfigError(f"{spec}: the factory called sys.exit({exc.code!r}); it must return the model") from None
     except TypeError as exc:
         if "required positional argument" in str(exc) or "takes 0 positional" in str(exc):
             raise ConfigError(f"{spec}: the factory must take no arguments ({exc})") from exc

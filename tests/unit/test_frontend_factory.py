@@ -254,3 +254,17 @@ def test_unwritable_cache_is_a_config_error(factory_file, tmp_path):
     with pytest.raises(ConfigError, match=r"not_a_dir/sub: cannot write the export cache"):
         export_factory(f"{factory_file}:make", cache_dir=blocker / "sub")
     assert blocker.read_text() == ""
+
+
+@pytest.mark.parametrize("where", ["import", "call"])
+def test_a_factory_that_exits_is_an_error_naming_the_file(tmp_path, capsys, where):
+    from edgeq.cli import main
+
+    body = "import sys\nsys.exit(0)\ndef make():\n    pass\n" if where == "import" else "import sys\ndef make():\n    sys.exit(0)\n"
+    factory = tmp_path / "exits.py"
+    factory.write_text(body)
+    for argv in (["inspect", f"{factory}:make"], ["quantize", f"{factory}:make", "-o", str(tmp_path / "q.onnx")]):
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "exits.py" in err[0] and "sys.exit(0)" in err[0], err
+    assert not (tmp_path / "q.onnx").exists()
