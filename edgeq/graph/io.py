@@ -50,12 +50,40 @@ def load_model(path: str | Path, load_external_data: bool = True) -> onnx.ModelP
         raise ModelLoadError(f"{path}: cannot read ({exc.strerror})") from None
     if not model.HasField("graph") or not model.opset_import:
         raise ModelLoadError(f"{path}: not a valid ONNX model (no graph or opset import)")
+    missing = undefined_input(model.graph)
+    if missing is not None:
+        node, name = missing
+        raise ModelLoadError(f"{path}: node {node.name or node.op_type!r} ({node.op_type}) reads {name!r}, "
+                             "which no input, initializer or node defines")
     if load_external_data:
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{path}: cannot load its external data ({exc})") from None
+        except Exception as exc:  # OSError, or onnx's ValidationError for a location outside the folder
+            detail = " ".join(str(exc).split())
+            raise ModelLoadError(f"{path}: cannot load its external data ({detail})") from None
     return model
+
+
+def undefined_input(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> tuple[onnx.NodeProto, str] | None:
+    """The first (node, tensor) where a node reads a name nothing defines, subgraphs included.
+
+    onnxruntime and the checker refuse such a graph with a multi-line dump; saying which node and
+    which name, once, at load time, is what the user can act on. Order is not checked here.
+    """
+    defined = set(outer) | {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    defined |= {t.name for t in graph.sparse_initializer}
+    defined |= {o for node in graph.node for o in node.output}
+    for node in graph.node:
+        for name in node.input:
+            if name not in defined:
+                return node, name
+        for attr in node.attribute:
+            subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            for sub in subgraphs:
+                found = undefined_input(sub, frozenset(defined))
+                if found is not None:
+                    return found
+    return None
 
 
 def _needs_external_data(model: onnx.ModelProto) -> bool:
