@@ -136,7 +136,7 @@ class DataSource:
                 sample_dims, model_dims, first_axis = array.shape[1:], spec.shape[1:], 1
                 modes.add("batched")
             elif len(array.shape) == rank + 1:
-                # Samples stacked along axis 0 for a model whose inputs have no batch axis.
+                # Samples stacked along axis 0, each of the model's full input shape (its batch axis included, if any).
                 sample_dims, model_dims, first_axis = array.shape[1:], spec.shape, 0
                 modes.add("unbatched")
             else:
@@ -178,7 +178,9 @@ class DataSource:
     def _choose_batch_size(self, requested: int) -> int:
         if self.unbatched:
             if requested != 1:
-                self._note("the model's inputs have no batch axis: feeding one sample per inference")
+                shapes = ", ".join(f"'{n}' {list(self.arrays[n].shape)}" for n in self.input_names)
+                self._note(f"each sample already has the model's full input shape ({shapes}: samples along axis 0): "
+                           "feeding one sample per inference")
             return 1
         fixed = {self.specs[n].shape[0] for n in self.input_names if self.specs[n].shape and isinstance(self.specs[n].shape[0], int)}
         if not fixed:

@@ -194,3 +194,22 @@ def test_reads_are_bounded_by_batch_and_scan_chunk(tmp_path: Path, monkeypatch: 
     sizes.clear()
     np.testing.assert_array_equal(_gather(source, "input"), x)
     assert max(sizes) == 4 * row_bytes and len(sizes) == 10
+
+
+def test_samples_that_carry_their_own_batch_axis_are_not_called_unbatched(tmp_path):
+    """Data [8, 1, 16] for a model input [1, 16]: the model has a batch axis; the note must not deny it."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgeq.data import load_data
+
+    w = numpy_helper.from_array(np.ones((16, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 1, 16), np.float32))
+    source = load_data(tmp_path / "d.npz", model, batch_size=4)
+    assert source.notes and not any("no batch axis" in n for n in source.notes)
+    assert any("[8, 1, 16]" in n and "one sample per inference" in n for n in source.notes)
+    assert [b["x"].shape for b in source.batches(4)][0] == (1, 16)
