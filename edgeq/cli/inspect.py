@@ -56,6 +56,8 @@ def inspect_command(
     from edgeq.frontends.resolve import resolve_model
     from edgeq.graph.inspect import inspect_model
 
+    if model.is_dir():
+        typer.echo(f"note: {model} has no manifest.json, so it is not a bundle: no checksums were verified", err=True)
     info = inspect_model(resolve_model(model))
     if as_json:
         echo_json(info)
@@ -82,12 +84,13 @@ def inspect_command(
 def _inspect_bundle(path: Path, as_json: bool) -> None:
     """A bundle folder: the manifest summary, and every file checked against its sha256."""
     from edgeq.errors import EdgeqError
-    from edgeq.export.readback import format_bundle, inspect_bundle
+    from edgeq.export.readback import format_bundle, inspect_bundle, unlisted_files
 
     manifest, problems = inspect_bundle(path)
+    unlisted = unlisted_files(path, manifest)
     if as_json:
-        echo_json({"manifest": manifest.to_dict(), "problems": problems})
+        echo_json({"manifest": manifest.to_dict(), "problems": problems, "unlisted": unlisted})
     else:
-        typer.echo(format_bundle(path, manifest, problems))
+        typer.echo(format_bundle(path, manifest, problems, unlisted))
     if problems:
         raise EdgeqError(f"{path}: {len(problems)} file(s) do not match manifest.json: " + "; ".join(problems))

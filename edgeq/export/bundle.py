@@ -65,6 +65,10 @@ def export_bundle(
     output = Path(output)
     paths: list[str | Path | None] = [p for p in (data, calib) if isinstance(p, (str, Path))]
     refuse_outputs_over_inputs({"-o": output}, model_path, paths, folders=("-o",))
+    if model_path.is_dir() and (model_path / "manifest.json").is_file():
+        from edgeq.export.readback import check_bundle_input
+
+        check_bundle_input(model_path)  # a tampered bundle is not re-checksummed in silence
     profile = load_target(target)
     _check_output(output, force)
     onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export

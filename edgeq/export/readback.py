@@ -21,7 +21,24 @@ def inspect_bundle(path: str | Path) -> tuple[Any, list[str]]:
         raise ConfigError(str(exc)) from None
 
 
-def format_bundle(path: str | Path, manifest: Any, problems: Sequence[str]) -> str:
+def unlisted_files(path: str | Path, manifest: Any) -> list[str]:
+    """Files in the bundle folder that its manifest does not list (no checksum vouches for them)."""
+    from edgeq_runtime.manifest import MANIFEST_NAME
+
+    root = Path(path)
+    listed = {entry.path for entry in manifest.files} | {MANIFEST_NAME}
+    return sorted(rel for p in root.rglob("*") if p.is_file() and (rel := p.relative_to(root).as_posix()) not in listed)
+
+
+def check_bundle_input(path: str | Path) -> None:
+    """A bundle given as a model must be the one its manifest describes, or it is refused in one line."""
+    _, problems = inspect_bundle(path)
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} file(s) do not match manifest.json ({'; '.join(problems)}); "
+                          "re-export from the original model")
+
+
+def format_bundle(path: str | Path, manifest: Any, problems: Sequence[str], unlisted: Sequence[str] = ()) -> str:
     """The manifest summary a person reads before copying a bundle to a board."""
     target = manifest.target
     precision = manifest.precision
@@ -43,6 +60,8 @@ def format_bundle(path: str | Path, manifest: Any, problems: Sequence[str]) -> s
     for entry in manifest.files:
         status = "MISMATCH" if entry.path in bad else "ok"
         lines.append(f"  {entry.path}  {entry.bytes:,} bytes  sha256 {entry.sha256[:12]}…  {status}")
+    for name in unlisted:
+        lines.append(f"  {name}  not in manifest.json (no checksum)")
     versions = ", ".join(f"{k} {v}" for k, v in manifest.tool_versions.items())
     if versions:
         lines.append(f"tools: {versions}")

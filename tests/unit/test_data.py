@@ -212,4 +212,4 @@ def test_samples_that_carry_their_own_batch_axis_are_not_called_unbatched(tmp_pa
     source = load_data(tmp_path / "d.npz", model, batch_size=4)
     assert source.notes and not any("no batch axis" in n for n in source.notes)
     assert any("[8, 1, 16]" in n and "one sample per inference" in n for n in source.notes)
-    assert [b["x"].shape for b in source.batches(4)][0] == (1, 16)
+    assert next(b["x"].shape for b in source.batches(4)) == (1, 16)
