@@ -18,7 +18,7 @@ import onnx
 from edgeq.calibrate.observers.base import Observer
 from edgeq.data.source import DataSource
 from edgeq.errors import ConfigError, DataError
-from edgeq.graph.passes.qdq import POOLING_OPS
+from edgeq.graph.ops import POOLING_OPS
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 
 # onnxruntime threads per session: calibration shares the machine with the user's other work.

@@ -82,7 +82,7 @@ if hasattr(onnx.TensorProto, "INT2"):
 
 
 def model_formats(model: onnx.ModelProto) -> ModelFormats:
-    from edgeq.graph.passes.base import GraphIndex, get_attribute
+    from edgeq.graph.proto import GraphIndex, get_attribute
 
     index = GraphIndex(model.graph)
     found = ModelFormats()
@@ -596,7 +596,7 @@ def export_bundle(
         # int8 Q/DQ keep fp32 types and INT4 blocks already need opset 21 (>= 19, where Q/DQ take
         # fp16 scales): no opset conversion is needed for fp16.
         fp16_pass = Fp16Pass()
-        fp16_pass(bundle_model)
+        fp16_pass.apply(bundle_model)
         fp16_text = fp16_pass.report.describe()
     if profile.uses_tensorrt:
         from edgeq.export.widen import lower_opset
@@ -694,7 +694,7 @@ def tensorrt_violations(model: onnx.ModelProto) -> list[Any]:
     apply to them, TensorRT's block-quantization rules do (INT4, strictly positive scales, zero
     point 0, one blocked axis, an even last dimension).
     """
-    from edgeq.graph.passes.base import GraphIndex, get_attribute
+    from edgeq.graph.proto import GraphIndex, get_attribute
     from edgeq.graph.trt_lint import LintViolation, lint_tensorrt
 
     index = GraphIndex(model.graph)
@@ -787,7 +787,7 @@ def _write_manifest(
 ) -> None:
     from edgeq_runtime.manifest import Manifest, utc_now_iso
 
-    from edgeq.graph.passes.base import opset_version
+    from edgeq.graph.opset import opset_version
 
     strongly = plan.strongly_typed and plan.dla_core is None
     target: dict[str, Any] = {

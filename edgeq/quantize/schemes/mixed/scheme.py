@@ -37,7 +37,6 @@ from onnx import helper, numpy_helper
 
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits
-from edgeq.graph.passes.base import GraphIndex, NameMaker, remove_unused_initializers
 from edgeq.graph.passes.weight_only import (
     LeftInFloat,
     WeightOnlyRewriter,
@@ -46,6 +45,7 @@ from edgeq.graph.passes.weight_only import (
     read_weight,
     weight_bytes,
 )
+from edgeq.graph.proto import GraphIndex, NameMaker, remove_unused_initializers
 from edgeq.metrics import sqnr_db
 from edgeq.numerics import weight_only as algorithms
 from edgeq.numerics.allocation import (

@@ -20,7 +20,7 @@ import onnx
 from edgeq.calibrate.observers.base import Observer
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
-from edgeq.graph.passes.base import opset_version
+from edgeq.graph.opset import raise_opset
 from edgeq.graph.passes.weight_only import (
     LeftInFloat,
     WeightOnlyRewriter,
@@ -206,26 +206,6 @@ def collect_layer_stats(
 # -- the handler ----------------------------------------------------------------------------
 
 
-def _convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
-    """Raise the default-domain opset to ``version`` (standard DequantizeLinear blocks need it)."""
-    current = opset_version(model, "")
-    if current >= version:
-        return model
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(model, version)
-    except Exception as exc:  # the converter raises bare RuntimeErrors/ValueErrors per adapter
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedError(
-            f"cannot convert the model from opset {current} to {version} for --format qdq ({first}); "
-            "use --format matmulnbits"
-        ) from None
-    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
-    converted.ir_version = max(converted.ir_version, min_ir)
-    return converted
-
-
 def _fit_result(
     method: Method, codec: Codec, w: np.ndarray, config: WeightOnlyConfig, stats: LayerStats | None
 ) -> AlgorithmResult:
@@ -323,7 +303,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     # The standard form is what TensorRT and other runtimes read: they refuse negative scales.
     codec = get_codec(config.weights.value, config.symmetric, positive_scales=fmt is OnnxFormat.QDQ)
     if fmt is OnnxFormat.QDQ:
-        model = _convert_opset(model, qdq.required_opset(codec.bits))
+        model = raise_opset(model, qdq.required_opset(codec.bits), "--format qdq", "use --format matmulnbits")
 
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
     summary.weight_bytes_before = weight_bytes(model)
