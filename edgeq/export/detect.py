@@ -57,7 +57,7 @@ if hasattr(onnx.TensorProto, "INT2"):
 
 def model_formats(model: onnx.ModelProto) -> ModelFormats:
     """Count the quantized nodes of ``model`` by format (int8 Q/DQ, DQ weights, contrib MatMuls)."""
-    from edgeq.graph.passes.base import GraphIndex, get_attribute
+    from edgeq.graph.proto import GraphIndex, get_attribute
 
     index = GraphIndex(model.graph)
     found = ModelFormats()

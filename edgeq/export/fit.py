@@ -46,7 +46,7 @@ def fit_to_target(model: onnx.ModelProto, plan: PrecisionPlan, profile: TargetPr
         # int8 Q/DQ keep fp32 types and INT4 blocks already need opset 21 (>= 19, where Q/DQ take
         # fp16 scales): no opset conversion is needed for fp16.
         fp16_pass = Fp16Pass()
-        fp16_pass(model)
+        fp16_pass.apply(model)
         fitted.fp16 = fp16_pass.report.describe()
     if profile.uses_tensorrt:
         from edgeq.export.widen import lower_opset

@@ -100,7 +100,7 @@ def write_manifest(
     """``folder/manifest.json`` describing ``files`` (already written in ``folder``)."""
     from edgeq_runtime.manifest import Manifest, utc_now_iso
 
-    from edgeq.graph.passes.base import opset_version
+    from edgeq.graph.opset import opset_version
 
     manifest = Manifest(
         model=MODEL_NAME,

@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgeq.errors import UnsupportedError
-from edgeq.graph.passes.base import GraphIndex, replace_nodes
+from edgeq.graph.proto import GraphIndex, replace_nodes
 from edgeq.graph.quantizable import node_name
 
 INT8_MAX = 127.0

@@ -27,7 +27,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.errors import UnsupportedError
-from edgeq.graph.passes.base import GraphIndex, NameMaker, get_attribute, opset_version
+from edgeq.graph.opset import opset_version
+from edgeq.graph.proto import GraphIndex, NameMaker, get_attribute
 
 CONTRIB = "com.microsoft"
 INT2_TYPES: dict[int, int] = {TensorProto.INT2: TensorProto.INT4, TensorProto.UINT2: TensorProto.UINT4} if hasattr(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from edgeq.graph.passes.base import GraphIndex, get_attribute
+from edgeq.graph.proto import GraphIndex, get_attribute
 from edgeq.serialization import Serializable
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")

@@ -62,9 +62,9 @@ def _convert(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Fp16Pass]:
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     fp16 = Fp16Pass()
-    result = fp16(copy)
-    onnx.checker.check_model(result.model, full_check=True)
-    return result.model, fp16
+    fp16.apply(copy)
+    onnx.checker.check_model(copy, full_check=True)
+    return copy, fp16
 
 
 def _types(model: onnx.ModelProto) -> dict[str, int]:

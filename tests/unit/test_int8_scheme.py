@@ -98,7 +98,7 @@ def test_calibration_table_only_path(block, tmp_path):
 
     folded = onnx.ModelProto()
     folded.CopyFrom(block)
-    FoldBatchNorm().call(folded)
+    FoldBatchNorm().apply(folded)
     plan = plan_qdq(folded, ["stem", "expand", "dw", "project", "head", "fc"])
     data = load_data({"input": images(32)}, block, batch_size=8)
     observers = {t: [HistogramObserver()] for t in plan.activations}

@@ -12,8 +12,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
-from edgeq.graph.passes.base import GraphIndex, NameMaker, Pass, PassResult, get_attribute, set_initializer
+from edgeq.graph.passes.base import (
+    GraphPass,
+    NameMaker,
+    constant,
+    input_value,
+    nodes_by_name,
+    set_initializer,
+    single_reader,
+    tidy,
+    to_ir,
+)
 
 # Activations that commute with a positive per-channel scale (Clip only with min 0 and with
 # the scale capped at its clip point, see int8_equalize).
@@ -33,62 +44,60 @@ class EqualizationPair:
     consumer_depthwise: bool
 
 
-def _clip_bounds(index: GraphIndex, node: onnx.NodeProto) -> tuple[float | None, float | None] | None:
+def _clip_bounds(node: ir.Node) -> tuple[float | None, float | None] | None:
     """(min, max) of a Clip, None if either bound is not a constant."""
-    if len(node.input) > 1:
-        lo = index.constant(node.input[1]) if node.input[1] else None
-        hi = index.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if (node.input[1] and lo is None) or (len(node.input) > 2 and node.input[2] and hi is None):
+    if len(node.inputs) > 1:
+        lo_value, hi_value = input_value(node, 1), input_value(node, 2)
+        lo, hi = constant(lo_value), constant(hi_value)
+        if (lo_value is not None and lo is None) or (hi_value is not None and hi is None):
             return None
         return (None if lo is None else float(lo), None if hi is None else float(hi))
-    lo_attr = get_attribute(node, "min")
-    hi_attr = get_attribute(node, "max")
+    lo_attr = node.attributes.get_float("min")
+    hi_attr = node.attributes.get_float("max")
     return (
         None if lo_attr is None else float(lo_attr),
         None if hi_attr is None else float(hi_attr),
     )
 
 
-def _is_plain_conv(index: GraphIndex, node: onnx.NodeProto) -> bool:
+def _is_plain_conv(node: ir.Node) -> bool:
+    bias = input_value(node, 2)
     return (
         node.op_type == "Conv"
-        and len(node.input) >= 2
-        and index.constant(node.input[1]) is not None
-        and (len(node.input) < 3 or not node.input[2] or index.constant(node.input[2]) is not None)
+        and constant(input_value(node, 1)) is not None
+        and (bias is None or constant(bias) is not None)
     )
 
 
-def find_equalization_pairs(model: onnx.ModelProto) -> list[EqualizationPair]:
+def find_equalization_pairs(model: onnx.ModelProto | ir.Model) -> list[EqualizationPair]:
     """Every Conv -> [Relu | Clip(0, c)] -> Conv chain whose channels can be rescaled."""
-    graph = model.graph
-    index = GraphIndex(graph)
     pairs: list[EqualizationPair] = []
-    for node in graph.node:
-        if not _is_plain_conv(index, node):
+    for node in to_ir(model).graph:
+        if not _is_plain_conv(node):
             continue
-        w1 = index.constant(node.input[1])
+        w1 = constant(node.inputs[1])
         assert w1 is not None
-        group1 = int(get_attribute(node, "group", 1))
+        group1 = node.attributes.get_int("group", 1)
         if group1 != 1 and not (group1 == w1.shape[0] and w1.shape[1] == 1):
             continue  # grouped (not depthwise): channel i of the output mixes a group of inputs
-        tensor = node.output[0]
+        tensor = node.outputs[0]
         activation = None
         clip = None
-        reader = index.single_reader(tensor)
+        reader = single_reader(tensor)
         if reader is not None and reader.op_type in _ACTIVATIONS:
             if reader.op_type == "Clip":
-                bounds = _clip_bounds(index, reader)
+                bounds = _clip_bounds(reader)
                 if bounds is None or bounds[0] is None or bounds[0] != 0.0 or bounds[1] is None:
                     continue
                 clip = bounds[1]
             activation = reader.name
-            tensor = reader.output[0]
-            reader = index.single_reader(tensor)
-        if reader is None or not _is_plain_conv(index, reader) or reader.input[0] != tensor:
+            tensor = reader.outputs[0]
+            reader = single_reader(tensor)
+        if reader is None or not _is_plain_conv(reader) or reader.inputs[0] is not tensor:
             continue
-        w2 = index.constant(reader.input[1])
+        w2 = constant(reader.inputs[1])
         assert w2 is not None
-        group2 = int(get_attribute(reader, "group", 1))
+        group2 = reader.attributes.get_int("group", 1)
         channels = w1.shape[0]
         if group2 == 1 and w2.shape[1] == channels:
             depthwise = False
@@ -96,16 +105,15 @@ def find_equalization_pairs(model: onnx.ModelProto) -> list[EqualizationPair]:
             depthwise = True
         else:
             continue
-        pairs.append(EqualizationPair(node.name, reader.name, activation, tensor, channels, clip, depthwise))
+        pairs.append(EqualizationPair(node.name or "", reader.name or "", activation, tensor.name or "", channels, clip, depthwise))
     return pairs
 
 
-def pair_weight_ranges(model: onnx.ModelProto, pair: EqualizationPair) -> tuple[np.ndarray, np.ndarray]:
+def pair_weight_ranges(model: onnx.ModelProto | ir.Model, pair: EqualizationPair) -> tuple[np.ndarray, np.ndarray]:
     """(producer output-channel absmax, consumer input-channel absmax) for data-free CLE."""
-    index = GraphIndex(model.graph)
-    nodes = {n.name: n for n in model.graph.node}
-    w1 = index.constant(nodes[pair.producer].input[1])
-    w2 = index.constant(nodes[pair.consumer].input[1])
+    nodes = nodes_by_name(to_ir(model).graph)
+    w1 = constant(nodes[pair.producer].inputs[1])
+    w2 = constant(nodes[pair.consumer].inputs[1])
     assert w1 is not None and w2 is not None
     r1 = np.abs(w1.reshape(w1.shape[0], -1)).max(axis=1)
     if pair.consumer_depthwise:
@@ -115,48 +123,38 @@ def pair_weight_ranges(model: onnx.ModelProto, pair: EqualizationPair) -> tuple[
     return r1, r2
 
 
-def _rename_output(graph: onnx.GraphProto, node: onnx.NodeProto, new: str) -> None:
-    old = node.output[0]
-    node.output[0] = new
-    for reader in graph.node:
-        for slot, name in enumerate(reader.input):
-            if name == old:
-                reader.input[slot] = new
-
-
-class CrossLayerEqualization(Pass):
+class CrossLayerEqualization(GraphPass):
     """Apply ``scales[(producer, consumer)]`` (factors ``t``, one per channel) to each pair."""
 
     def __init__(self, pairs: list[EqualizationPair], scales: dict[tuple[str, str], np.ndarray]) -> None:
+        super().__init__()
         self.pairs = pairs
         self.scales = scales
         self.applied: list[EqualizationPair] = []
 
     @staticmethod
-    def _rename_scaled(graph: onnx.GraphProto, names: NameMaker, producer: onnx.NodeProto, pair: EqualizationPair) -> None:
+    def _rename_scaled(names: NameMaker, nodes: dict[str, ir.Node], producer: ir.Node, pair: EqualizationPair) -> None:
         """Tensors between the pair now hold rescaled values: new names, so comparisons by name
         with the float model do not pair them."""
-        if not producer.output[0].endswith("_equalized"):
-            _rename_output(graph, producer, names(f"{producer.output[0]}_equalized"))
-        if pair.activation is not None:
-            act = next(n for n in graph.node if n.name == pair.activation)
-            if not act.output[0].endswith("_equalized"):
-                _rename_output(graph, act, names(f"{act.output[0]}_equalized"))
+        scaled = [producer] if pair.activation is None else [producer, nodes[pair.activation]]
+        for node in scaled:
+            value = node.outputs[0]
+            if not (value.name or "").endswith("_equalized"):
+                value.name = names(f"{value.name}_equalized")
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         names = NameMaker(graph)
+        nodes = nodes_by_name(graph)
         modified = False
         for pair in self.pairs:
             t = self.scales.get((pair.producer, pair.consumer))
             if t is None or np.allclose(t, 1.0):
                 continue
-            index = GraphIndex(graph)  # earlier pairs may have renamed weights
-            nodes = {n.name: n for n in graph.node}
             producer, consumer = nodes[pair.producer], nodes[pair.consumer]
             t64 = np.asarray(t, np.float64)
-            w1 = index.constant(producer.input[1])
-            w2 = index.constant(consumer.input[1])
+            w1 = constant(producer.inputs[1])
+            w2 = constant(consumer.inputs[1])
             assert w1 is not None and w2 is not None
             new_w1 = (w1.astype(np.float64) * t64.reshape(-1, *[1] * (w1.ndim - 1))).astype(w1.dtype)
             if pair.consumer_depthwise:
@@ -165,21 +163,17 @@ class CrossLayerEqualization(Pass):
                 new_w2 = (w2.astype(np.float64) / t64.reshape(1, -1, *[1] * (w2.ndim - 2))).astype(w2.dtype)
             w1_name = names(f"{producer.name}.weight_equalized")
             w2_name = names(f"{consumer.name}.weight_equalized")
-            set_initializer(graph, w1_name, new_w1)
-            set_initializer(graph, w2_name, new_w2)
-            producer.input[1] = w1_name
-            consumer.input[1] = w2_name
-            if len(producer.input) > 2 and producer.input[2]:
-                b1 = index.constant(producer.input[2])
+            producer.replace_input_with(1, set_initializer(graph, w1_name, new_w1))
+            consumer.replace_input_with(1, set_initializer(graph, w2_name, new_w2))
+            bias = input_value(producer, 2)
+            if bias is not None:
+                b1 = constant(bias)
                 assert b1 is not None
                 b1_name = names(f"{producer.name}.bias_equalized")
-                set_initializer(graph, b1_name, (b1.astype(np.float64) * t64).astype(b1.dtype))
-                producer.input[2] = b1_name
-            self._rename_scaled(graph, names, producer, pair)
+                producer.replace_input_with(2, set_initializer(graph, b1_name, (b1.astype(np.float64) * t64).astype(b1.dtype)))
+            self._rename_scaled(names, nodes, producer, pair)
             self.applied.append(pair)
             modified = True
         if modified:
-            from edgeq.graph.passes.base import remove_unused_initializers
-
-            remove_unused_initializers(graph)
-        return PassResult(model, modified)
+            tidy(model, sort=False)
+        return ir.passes.PassResult(model, modified)

@@ -8,17 +8,16 @@ makes the weights edgeq quantizes the weights the engine runs.
 from __future__ import annotations
 
 import numpy as np
-import onnx
+import onnx_ir as ir
 
 from edgeq.graph.passes.base import (
-    GraphIndex,
+    GraphPass,
     NameMaker,
-    Pass,
-    PassResult,
-    get_attribute,
-    remove_unused_initializers,
-    replace_nodes,
+    constant,
+    input_value,
     set_initializer,
+    single_reader,
+    tidy,
 )
 
 
@@ -42,72 +41,73 @@ def fold_batchnorm_params(
     return folded_w.astype(weight.dtype), folded_b.astype(weight.dtype)
 
 
-class FoldBatchNorm(Pass):
+class FoldBatchNorm(GraphPass):
     """Conv/ConvTranspose -> BatchNormalization (inference form) becomes one Conv.
 
     ``folded`` lists ``(conv, batchnorm)`` node names; ``skipped`` lists ``(batchnorm, why)``.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.folded: list[tuple[str, str]] = []
         self.skipped: list[tuple[str, str]] = []
 
-    def _why_not(self, index: GraphIndex, bn: onnx.NodeProto) -> str | None:
-        conv = index.producer.get(bn.input[0])
+    @staticmethod
+    def _why_not(bn: ir.Node) -> str | None:
+        conv = bn.inputs[0].producer() if bn.inputs and bn.inputs[0] is not None else None
         if conv is None or conv.op_type not in ("Conv", "ConvTranspose"):
             return "input is not produced by a Conv"
-        if len([o for o in bn.output if o]) != 1:
+        if len([o for o in bn.outputs if o.name]) != 1:
             return "training-mode BatchNormalization (more than one output)"
-        if index.single_reader(conv.output[0]) is None:
+        if single_reader(conv.outputs[0]) is None:
             return f"the output of {conv.name} is read by other nodes too"
-        if len(conv.input) < 2 or index.constant(conv.input[1]) is None:
+        if constant(input_value(conv, 1)) is None:
             return f"the weight of {conv.name} is not a constant"
-        if len(conv.input) > 2 and conv.input[2] and index.constant(conv.input[2]) is None:
+        bias = input_value(conv, 2)
+        if bias is not None and constant(bias) is None:
             return f"the bias of {conv.name} is not a constant"
-        if any(index.constant(name) is None for name in bn.input[1:5]):
+        if any(constant(value) is None for value in bn.inputs[1:5]):
             return "scale, bias, mean or variance is not a constant"
-        if conv.op_type == "ConvTranspose" and int(get_attribute(conv, "group", 1)) != 1:
+        if conv.op_type == "ConvTranspose" and conv.attributes.get_int("group", 1) != 1:
             return "grouped ConvTranspose"
         return None
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         modified = False
         names = NameMaker(graph)
-        remove: set[int] = set()
-        index = GraphIndex(graph)
         # Folded weights get new initializers, so a weight shared with another node stays intact.
-        for position, bn in enumerate(graph.node):
+        for bn in list(graph):
             if bn.op_type != "BatchNormalization":
                 continue
-            why = self._why_not(index, bn)
+            why = self._why_not(bn)
             if why is not None:
-                self.skipped.append((bn.name, why))
+                self.skipped.append((bn.name or "", why))
                 continue
-            conv = index.producer[bn.input[0]]
-            weight = index.constant(conv.input[1])
-            bias = index.constant(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-            gamma, beta, mean, var = (index.constant(n) for n in bn.input[1:5])
-            eps = float(get_attribute(bn, "epsilon", 1e-5))
+            conv = bn.inputs[0].producer()  # type: ignore[union-attr]
+            assert conv is not None
+            weight = constant(conv.inputs[1])
+            bias = constant(input_value(conv, 2))
+            gamma, beta, mean, var = (constant(v) for v in bn.inputs[1:5])
+            eps = float(bn.attributes.get_float("epsilon", 1e-5))
             assert weight is not None and gamma is not None and beta is not None
             assert mean is not None and var is not None
             axis = 1 if conv.op_type == "ConvTranspose" else 0
             new_w, new_b = fold_batchnorm_params(weight, bias, gamma, beta, mean, var, eps, axis)
-            w_name = names(f"{conv.name or conv.output[0]}.weight_bnfolded")
-            b_name = names(f"{conv.name or conv.output[0]}.bias_bnfolded")
-            set_initializer(graph, w_name, new_w)
-            set_initializer(graph, b_name, new_b)
-            conv.input[1] = w_name
-            if len(conv.input) > 2:
-                conv.input[2] = b_name
-            else:
-                conv.input.append(b_name)
-            conv.output[0] = bn.output[0]  # the BN's output name survives: readers and graph outputs keep working
-            remove.add(position)
-            self.folded.append((conv.name, bn.name))
+            base = conv.name or conv.outputs[0].name
+            w_value = set_initializer(graph, names(f"{base}.weight_bnfolded"), new_w)
+            b_value = set_initializer(graph, names(f"{base}.bias_bnfolded"), new_b)
+            conv.replace_input_with(1, w_value)
+            if len(conv.inputs) < 3:
+                conv.resize_inputs(3)
+            conv.replace_input_with(2, b_value)
+            # The BN's output (name, type) survives on the conv: readers and graph outputs keep working.
+            folded_out, conv_out = bn.outputs[0], conv.outputs[0]
+            folded_out.replace_all_uses_with(conv_out, replace_graph_outputs=True)
+            graph.remove(bn, safe=True)
+            conv_out.name, conv_out.type, conv_out.shape = folded_out.name, folded_out.type, folded_out.shape
+            self.folded.append((conv.name or "", bn.name or ""))
             modified = True
         if modified:
-            keep = [n for i, n in enumerate(graph.node) if i not in remove]
-            replace_nodes(graph, keep)
-            remove_unused_initializers(graph)
-        return PassResult(model, modified)
+            tidy(model, sort=False)
+        return ir.passes.PassResult(model, modified)

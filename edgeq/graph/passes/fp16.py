@@ -23,13 +23,16 @@ provider (which inserts its own casts around kernels it lacks in fp16).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+import onnx_ir as ir
+from onnx import TensorProto
 
-from edgeq.graph.passes.base import NameMaker, Pass, PassResult, opset_version
+from edgeq.graph.ops import COMPUTE_OPS
+from edgeq.graph.passes.base import GraphPass, NameMaker, constant, set_initializer
 
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
@@ -37,8 +40,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 QDQ_FP16_OPSET = 19
 FP16_TINY = float(2.0**-24)  # smallest positive fp16 (subnormal)
 
-# Always fp16: the compute-heavy ops.
-COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+# Always fp16: COMPUTE_OPS (edgeq.graph.ops), the compute-heavy ops.
 # fp16 when all their non-constant float inputs already are.
 FOLLOW_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Where",
@@ -51,6 +53,8 @@ FOLLOW_OPS = frozenset({
 })
 # fp16 only when they pool a dequantized tensor (quantized global pooling).
 QUANTIZED_POOLING = frozenset({"ReduceMean", "ReduceMax"})
+# Ops whose fp32 placement is a choice of this pass, not a precision need (not "kept for precision").
+KNOWN_OPS = frozenset(COMPUTE_OPS) | FOLLOW_OPS | QUANTIZED_POOLING
 # Ops that read any input type and produce a fixed type: never need an input cast.
 TYPE_AGNOSTIC_OPS = frozenset({"Cast", "Shape", "Size", "CastLike"})
 # Float inputs that stay float32 even when the node runs in fp16 (op -> input positions).
@@ -106,13 +110,19 @@ def _float_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _subgraph_references(graph: onnx.GraphProto) -> set[str]:
+def _subgraph_references(graph: ir.Graph) -> set[str]:
+    """Names read inside subgraphs (If/Loop bodies): those tensors keep their float32 type."""
     names: set[str] = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in graphs:
-                names |= {i for n in sub.node for i in n.input}
+    for node in graph:
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                subgraphs: Sequence[ir.Graph] = [attr.as_graph()]
+            elif attr.type == ir.AttributeType.GRAPHS:
+                subgraphs = attr.as_graphs()
+            else:
+                continue
+            for sub in subgraphs:
+                names |= {v.name for n in sub for v in n.inputs if v is not None and v.name}
                 names |= _subgraph_references(sub)
     return names
 
@@ -131,177 +141,197 @@ def _to_fp16(array: np.ndarray, report: Fp16Report, scale: bool = False) -> np.n
     return out
 
 
-class Fp16Pass(Pass):
+class Fp16Pass(GraphPass):
     """Rewrite float parts to fp16 (see the module docstring for which, and why)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.report = Fp16Report()
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.report = Fp16Report()
+        rewrite = _Rewrite(model, self.report)
+        for node in list(model.graph):
+            rewrite.node(node)
+        rewrite.constants()
+        rewrite.outputs()
+        rewrite.drop_stale_types()
         report = self.report
-        graph = model.graph
+        return ir.passes.PassResult(model, bool(report.fp16_nodes or report.casts_added or report.constants_converted))
+
+
+class _Rewrite:
+    """One run of the pass: the types before and after, and the casts and constants it made.
+
+    Tensors are tracked by name (``types`` comes from onnx shape inference on the serialized
+    model); the graph is edited in place, so a node's inputs are its original values until the
+    node itself is rewritten.
+    """
+
+    def __init__(self, model: ir.Model, report: Fp16Report) -> None:
+        self.graph = graph = model.graph
+        self.report = report
         # Q/DQ take fp16 data and scales from opset 19 on; before that they stay fp32, with casts.
-        follow = FOLLOW_OPS if opset_version(model) >= QDQ_FP16_OPSET else FOLLOW_OPS - {"QuantizeLinear", "DequantizeLinear"}
-        types = _float_types(model)
-        names = NameMaker(graph)
-        initializers = {t.name: t for t in graph.initializer}
-        constant_nodes: dict[str, onnx.NodeProto] = {}
-        for n in graph.node:
-            if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and types.get(n.output[0]) == FLOAT:
-                constant_copy = onnx.NodeProto()
-                constant_copy.CopyFrom(n)
-                constant_nodes[n.output[0]] = constant_copy
-        pinned_fp32 = _subgraph_references(graph) | {o.name for o in graph.output if o.name in initializers}
-
-        def is_constant(name: str) -> bool:
-            return name in initializers or name in constant_nodes
-
-        producers = {o: n.op_type for n in graph.node for o in n.output}
+        opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+        self.follow = FOLLOW_OPS if opset >= QDQ_FP16_OPSET else FOLLOW_OPS - {"QuantizeLinear", "DequantizeLinear"}
+        self.types = types = _float_types(ir.serde.serialize_model(model))
+        self.names = NameMaker(graph)
+        self.constant_nodes: dict[str, ir.Node] = {
+            _name(n.outputs[0]): n for n in graph
+            if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and types.get(_name(n.outputs[0])) == FLOAT
+        }
+        self.pinned_fp32 = _subgraph_references(graph) | {_name(v) for v in graph.outputs if _name(v) in graph.initializers}
+        self.producers = {_name(v): n.op_type for n in graph for v in n.outputs}
         # int8 Q/DQ layers keep fp32 types: their per-channel scales (BN-folded, equalized) reach
         # 1e-11, far below fp16, and TensorRT runs them in int8 whatever the float type around.
-        int8_dq_outputs = {
-            n.output[0] for n in graph.node
-            if n.op_type == "DequantizeLinear" and types.get(n.input[0]) in (TensorProto.INT8, TensorProto.UINT8)
+        self.int8_dq_outputs = {
+            _name(n.outputs[0]) for n in graph
+            if n.op_type == "DequantizeLinear" and types.get(_name(n.inputs[0])) in (TensorProto.INT8, TensorProto.UINT8)
         }
-        current: dict[str, int] = dict(types)  # type of each tensor after the rewrite
-        cast_cache: dict[tuple[str, int], str] = {}
-        fp16_constant: dict[str, str] = {}
-        constant_readers: dict[str, set[int]] = {}  # constant -> wanted types
-        new_nodes: list[onnx.NodeProto] = []
+        self.scales = {_name(n.inputs[1]) for n in graph if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.inputs) > 1}
+        self.current: dict[str, int] = dict(types)  # type of each tensor after the rewrite
+        self.cast_cache: dict[tuple[str, int], ir.Value] = {}
+        self.fp16_constant: dict[str, None] = {}  # constants some reader wants in fp16, in order
+        self.constant_readers: dict[str, set[int]] = {}  # constant -> wanted types
+        self.pending: list[tuple[ir.Node, int, str]] = []  # (reader, slot, constant) resolved once every reader is known
 
-        def cast(name: str, to: int) -> str:
-            key = (name, to)
-            if key not in cast_cache:
-                out = names(f"{name}__{'fp16' if to == FLOAT16 else 'fp32'}")
-                new_nodes.append(helper.make_node("Cast", [name], [out], name=names(f"Cast_{out}"), to=to))
-                report.casts_added += 1
-                current[out] = to
-                cast_cache[key] = out
-            return cast_cache[key]
+    def is_constant(self, name: str) -> bool:
+        return name in self.graph.initializers or name in self.constant_nodes
 
-        def wants(name: str, to: int) -> str:
-            """The name of ``name`` in type ``to`` (a constant is converted later, a tensor is cast)."""
-            if is_constant(name):
-                constant_readers.setdefault(name, set()).add(to)
-                if current.get(name) == to:
-                    return name
-                if to == FLOAT16:
-                    fp16_constant.setdefault(name, "")
-                    return f"\x00fp16:{name}"  # resolved once every reader is known
-                return name
-            if current.get(name) == to:
-                return name
-            return cast(name, to)
+    def cast(self, value: ir.Value, to: int, before: ir.Node) -> ir.Value:
+        key = (_name(value), to)
+        if key not in self.cast_cache:
+            out = ir.Value(name=self.names(f"{value.name}__{'fp16' if to == FLOAT16 else 'fp32'}"))
+            node = ir.node("Cast", [value], {"to": to}, outputs=[out], name=self.names(f"Cast_{out.name}"))
+            self.graph.insert_before(before, node)
+            self.report.casts_added += 1
+            self.current[_name(out)] = to
+            self.cast_cache[key] = out
+        return self.cast_cache[key]
 
-        for node in list(graph.node):
-            if node.op_type == "Constant" and node.output and node.output[0] in constant_nodes:
-                new_nodes.append(constant_nodes[node.output[0]])
-                continue
-            domain_ok = node.domain in ("", "ai.onnx")
-            float_inputs = [i for i, n in enumerate(node.input) if n and types.get(n) in (FLOAT, FLOAT16)]
-            fixed = FIXED_FLOAT_INPUTS.get(node.op_type, set())
-            follow_inputs = [i for i in float_inputs if i not in fixed]
-            # A tensor of unknown type (an op shape inference does not know) is never cast: its
-            # readers stay fp32 and its producer, having unknown outputs, stays fp32 too.
-            outputs_known = all(not o or o in types for o in node.output)
-            inputs_known = all(not i or i in types for i in node.input)
-            outputs_pinned = any(o in pinned_fp32 for o in node.output)
-            fp16 = False
-            int8_layer = node.op_type == "QuantizeLinear" or node.output[0] in int8_dq_outputs or (
-                node.op_type in COMPUTE_OPS and any(i in int8_dq_outputs for i in node.input)
-            )
-            if int8_layer:
-                report.int8_layers_fp32 += node.op_type in COMPUTE_OPS
-            elif domain_ok and outputs_known and inputs_known and not outputs_pinned:
-                if node.op_type in COMPUTE_OPS:
-                    fp16 = True
-                elif node.op_type in QUANTIZED_POOLING and "DequantizeLinear" in follow:
-                    # Global pooling written as ReduceMean after a (weight-only) DQ: fp16 like any
-                    # pooling. A ReduceMean of float data (a LayerNorm's statistics) stays fp32.
-                    dynamic = [node.input[0]] if node.input else []
-                    fp16 = bool(dynamic) and all(
-                        current.get(n) == FLOAT16 and producers.get(n) == "DequantizeLinear" for n in dynamic
-                    )
-                elif node.op_type in follow:
-                    dynamic = [node.input[i] for i in follow_inputs if not is_constant(node.input[i])]
-                    fp16 = all(current.get(n) == FLOAT16 for n in dynamic)
-                    if not dynamic and not follow_inputs:
-                        fp16 = False
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            if node.op_type in TYPE_AGNOSTIC_OPS and domain_ok:
-                report.fp32_nodes += 1
-                new_nodes.append(copy)
-                continue
-            target = FLOAT16 if fp16 else FLOAT
-            for i in follow_inputs if fp16 else float_inputs:
-                copy.input[i] = wants(node.input[i], target)
-            if fp16:
-                for i in fixed:
-                    if i < len(node.input) and node.input[i] and types.get(node.input[i]) in (FLOAT, FLOAT16):
-                        copy.input[i] = wants(node.input[i], FLOAT)
-                report.fp16_nodes += 1
+    def wants(self, node: ir.Node, slot: int, to: int) -> None:
+        """Make input ``slot`` of ``node`` type ``to`` (a constant is converted later, a tensor is cast)."""
+        value = node.inputs[slot]
+        assert value is not None
+        name = _name(value)
+        if self.is_constant(name):
+            self.constant_readers.setdefault(name, set()).add(to)
+            if self.current.get(name) != to and to == FLOAT16:
+                self.fp16_constant.setdefault(name, None)
+                self.pending.append((node, slot, name))
+        elif self.current.get(name) != to:
+            node.replace_input_with(slot, self.cast(value, to, node))
+
+    def node(self, node: ir.Node) -> None:
+        """Decide ``node``'s type and cast or convert its float inputs to it."""
+        report, types, current = self.report, self.types, self.current
+        if node.op_type == "Constant" and node.outputs and node.outputs[0].name in self.constant_nodes:
+            return
+        inputs = [_name(v) for v in node.inputs]
+        outputs = [_name(v) for v in node.outputs]
+        domain_ok = node.domain in ("", "ai.onnx")
+        float_inputs = [i for i, n in enumerate(inputs) if n and types.get(n) in (FLOAT, FLOAT16)]
+        fixed = FIXED_FLOAT_INPUTS.get(node.op_type, set())
+        follow_inputs = [i for i in float_inputs if i not in fixed]
+        # A tensor of unknown type (an op shape inference does not know) is never cast: its
+        # readers stay fp32 and its producer, having unknown outputs, stays fp32 too.
+        outputs_known = all(not o or o in types for o in outputs)
+        inputs_known = all(not i or i in types for i in inputs)
+        outputs_pinned = any(o in self.pinned_fp32 for o in outputs)
+        fp16 = False
+        int8_layer = node.op_type == "QuantizeLinear" or outputs[0] in self.int8_dq_outputs or (
+            node.op_type in COMPUTE_OPS and any(i in self.int8_dq_outputs for i in inputs)
+        )
+        if int8_layer:
+            report.int8_layers_fp32 += node.op_type in COMPUTE_OPS
+        elif domain_ok and outputs_known and inputs_known and not outputs_pinned:
+            if node.op_type in COMPUTE_OPS:
+                fp16 = True
+            elif node.op_type in QUANTIZED_POOLING and "DequantizeLinear" in self.follow:
+                # Global pooling written as ReduceMean after a (weight-only) DQ: fp16 like any
+                # pooling. A ReduceMean of float data (a LayerNorm's statistics) stays fp32.
+                dynamic = inputs[:1]
+                fp16 = bool(dynamic) and all(
+                    current.get(n) == FLOAT16 and self.producers.get(n) == "DequantizeLinear" for n in dynamic
+                )
+            elif node.op_type in self.follow:
+                dynamic = [inputs[i] for i in follow_inputs if not self.is_constant(inputs[i])]
+                fp16 = all(current.get(n) == FLOAT16 for n in dynamic)
+                if not dynamic and not follow_inputs:
+                    fp16 = False
+        if node.op_type in TYPE_AGNOSTIC_OPS and domain_ok:
+            report.fp32_nodes += 1
+            return
+        target = FLOAT16 if fp16 else FLOAT
+        for i in follow_inputs if fp16 else float_inputs:
+            self.wants(node, i, target)
+        if fp16:
+            for i in fixed:
+                if i < len(inputs) and inputs[i] and types.get(inputs[i]) in (FLOAT, FLOAT16):
+                    self.wants(node, i, FLOAT)
+            report.fp16_nodes += 1
+        else:
+            report.fp32_nodes += 1
+            sensitive = node.op_type not in KNOWN_OPS and not int8_layer
+            if sensitive and any(types.get(o) == FLOAT for o in outputs):
+                report.kept_fp32[node.op_type] = report.kept_fp32.get(node.op_type, 0) + 1
+        for out in outputs:
+            if out and types.get(out) in (FLOAT, FLOAT16):
+                current[out] = FLOAT16 if fp16 else types[out]
+
+    def constants(self) -> None:
+        """Convert constants in place when every reader wants fp16, else add an fp16 copy."""
+        graph, report = self.graph, self.report
+        resolved: dict[str, ir.Value] = {}
+        for name in self.fp16_constant:
+            only_fp16 = self.constant_readers.get(name) == {FLOAT16} and name not in self.pinned_fp32
+            node = self.constant_nodes.get(name)
+            value = graph.initializers[name] if node is None else node.outputs[0]
+            array = constant(value)
+            assert array is not None
+            halved = _to_fp16(array, report, name in self.scales)
+            if not only_fp16:
+                resolved[name] = set_initializer(graph, self.names(f"{name}__fp16"), halved)
+            elif node is None:
+                resolved[name] = set_initializer(graph, name, halved)
             else:
-                report.fp32_nodes += 1
-                sensitive = node.op_type not in (COMPUTE_OPS | FOLLOW_OPS | QUANTIZED_POOLING) and not int8_layer
-                if sensitive and any(types.get(o) == FLOAT for o in node.output):
-                    report.kept_fp32[node.op_type] = report.kept_fp32.get(node.op_type, 0) + 1
-            for out in node.output:
-                if out and types.get(out) in (FLOAT, FLOAT16):
-                    current[out] = FLOAT16 if fp16 else types[out]
-            new_nodes.append(copy)
-
-        scales = {n.input[1] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1}
-        # Constants: convert in place when every reader wants fp16, else add an fp16 copy.
-        resolved: dict[str, str] = {}
-        for name in fp16_constant:
-            only_fp16 = constant_readers.get(name) == {FLOAT16} and name not in pinned_fp32
-            if name in initializers:
-                array = numpy_helper.to_array(initializers[name])
-                if only_fp16:
-                    initializers[name].CopyFrom(numpy_helper.from_array(_to_fp16(array, report, name in scales), name))
-                    resolved[name] = name
-                else:
-                    copy_name = names(f"{name}__fp16")
-                    graph.initializer.append(numpy_helper.from_array(_to_fp16(array, report, name in scales), copy_name))
-                    resolved[name] = copy_name
-            else:
-                node = constant_nodes[name]
-                array = numpy_helper.to_array(next(a.t for a in node.attribute if a.name == "value"))
-                if only_fp16:
-                    del node.attribute[:]
-                    node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(_to_fp16(array, report, name in scales))))
-                    resolved[name] = name
-                else:
-                    copy_name = names(f"{name}__fp16")
-                    graph.initializer.append(numpy_helper.from_array(_to_fp16(array, report, name in scales), copy_name))
-                    resolved[name] = copy_name
+                node.attributes.clear()
+                node.attributes["value"] = ir.AttrTensor("value", ir.tensor(halved))
+                resolved[name] = value
             report.constants_converted += 1
-        for node in new_nodes:
-            for i, name in enumerate(node.input):
-                if name.startswith("\x00fp16:"):
-                    node.input[i] = resolved[name[len("\x00fp16:"):]]
+        for node, slot, name in self.pending:
+            node.replace_input_with(slot, resolved[name])
 
-        # Graph outputs keep float32: the fp16 producer writes a new name, a Cast restores the old.
-        renames: dict[str, str] = {}
-        for output in graph.output:
-            if current.get(output.name) == FLOAT16 and types.get(output.name) == FLOAT:
-                renames[output.name] = names(f"{output.name}__fp16")
-        if renames:
-            for node in new_nodes:
-                for i, name in enumerate(node.output):
-                    if name in renames:
-                        node.output[i] = renames[name]
-                for i, name in enumerate(node.input):
-                    if name in renames:
-                        node.input[i] = renames[name]
-            for original, renamed in renames.items():
-                new_nodes.append(helper.make_node("Cast", [renamed], [original], name=names(f"Cast_{original}"), to=FLOAT))
-                report.casts_added += 1
+    def outputs(self) -> None:
+        """Graph outputs keep float32: the fp16 producer writes a new name, a Cast restores the old."""
+        graph = self.graph
+        renamed: dict[str, ir.Value] = {}
+        for output in graph.outputs:
+            name = _name(output)
+            if name not in renamed and self.current.get(name) == FLOAT16 and self.types.get(name) == FLOAT:
+                renamed[name] = output
+        kept: dict[str, ir.Value] = {}
+        for name, value in renamed.items():
+            kept[name] = ir.Value(name=name, type=value.type, shape=value.shape)
+            value.name = self.names(f"{name}__fp16")
+        for name, value in renamed.items():
+            graph.append(ir.node("Cast", [value], {"to": FLOAT}, outputs=[kept[name]], name=self.names(f"Cast_{name}")))
+            self.report.casts_added += 1
+        for index, output in enumerate(graph.outputs):
+            for name, value in renamed.items():
+                if output is value:
+                    graph.outputs[index] = kept[name]
 
-        del graph.node[:]
-        graph.node.extend(new_nodes)
-        del graph.value_info[:]  # stale float32 annotations; onnxruntime and the checker re-infer
+    def drop_stale_types(self) -> None:
+        """Forget the (float32) annotations of intermediate tensors and constants, so the file has no
+        ``value_info``; onnxruntime and the checker re-infer (a tensor's type is in its data)."""
+        boundary = {*self.graph.inputs, *self.graph.outputs}
+        values = [v for node in self.graph for v in node.outputs]
+        for value in [*values, *self.graph.initializers.values()]:
+            if value not in boundary:
+                value.type = None
+                value.shape = None
 
-        return PassResult(model, report.fp16_nodes > 0)
+
+def _name(value: ir.Value | None) -> str:
+    return "" if value is None or value.name is None else value.name

@@ -11,50 +11,41 @@ directly, so only the onnxruntime layout uses this.
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import helper
+import onnx_ir as ir
 
-from edgeq.graph.passes.base import (
-    GraphIndex,
-    NameMaker,
-    Pass,
-    PassResult,
-    get_attribute,
-    remove_unused_initializers,
-    set_initializer,
-    topological_sort,
-)
+from edgeq.graph.passes.base import GraphPass, NameMaker, constant, input_value, scalar, set_initializer, tidy
 
 INT32_LIMIT = 2**31 - 1
 
 
-class Int32GemmBias(Pass):
+class Int32GemmBias(GraphPass):
     """Quantize the float bias of every Gemm that reads a per-tensor DQ activation and a DQ weight
     whose scales run along the output axis; ``converted`` lists the Gemms."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.converted: list[str] = []
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        index = GraphIndex(graph)
         names = NameMaker(graph)
-        added: list[onnx.NodeProto] = []
-        for gemm in graph.node:
-            if gemm.op_type != "Gemm" or len(gemm.input) < 3 or not gemm.input[2] or int(get_attribute(gemm, "transA", 0)):
+        added: list[ir.Node] = []
+        for gemm in graph:
+            bias_value = input_value(gemm, 2)
+            if gemm.op_type != "Gemm" or bias_value is None or gemm.attributes.get_int("transA", 0) != 0:
                 continue
-            bias = index.constant(gemm.input[2])
-            act_dq = index.producer.get(gemm.input[0])
-            act_scale = index.scalar(act_dq, 1) if act_dq is not None and act_dq.op_type == "DequantizeLinear" else None
-            weight_dq = index.producer.get(gemm.input[1])
+            bias = constant(bias_value)
+            act_dq = gemm.inputs[0].producer() if gemm.inputs[0] is not None else None
+            act_scale = scalar(act_dq, 1) if act_dq is not None and act_dq.op_type == "DequantizeLinear" else None
+            weight_dq = gemm.inputs[1].producer() if gemm.inputs[1] is not None else None
             if bias is None or bias.ndim != 1 or act_scale is None or weight_dq is None or weight_dq.op_type != "DequantizeLinear":
                 continue
-            weight_scale = index.constant(weight_dq.input[1])
-            values = index.constant(weight_dq.input[0])
+            weight_scale = constant(input_value(weight_dq, 1))
+            values = constant(input_value(weight_dq, 0))
             if weight_scale is None or values is None or values.ndim != 2:
                 continue
-            out_axis = 0 if int(get_attribute(gemm, "transB", 0)) else 1
-            if weight_scale.size > 1 and int(get_attribute(weight_dq, "axis", 1)) % 2 != out_axis:
+            out_axis = 0 if gemm.attributes.get_int("transB", 0) != 0 else 1
+            if weight_scale.size > 1 and weight_dq.attributes.get_int("axis", 1) % 2 != out_axis:
                 continue  # scales along the input features: no single grid per output
             scale = act_scale * np.broadcast_to(weight_scale.astype(np.float64).reshape(-1), bias.shape)
             if np.any(scale <= 0):
@@ -62,18 +53,20 @@ class Int32GemmBias(Pass):
             codes = np.rint(bias.astype(np.float64) / scale)
             if np.any(np.abs(codes) > INT32_LIMIT):
                 continue
-            base = gemm.name or gemm.output[0]
+            base = gemm.name or gemm.outputs[0].name
             codes_name, scale_name, zero_name = names(f"{base}_bias_int32"), names(f"{base}_bias_scale"), names(f"{base}_bias_zero_point")
-            set_initializer(graph, codes_name, codes.astype(np.int32))
-            set_initializer(graph, scale_name, scale.astype(np.float32))
-            set_initializer(graph, zero_name, np.zeros(bias.shape, np.int32))
-            dequantized = names(f"{base}_bias_dequantized")
-            added.append(helper.make_node("DequantizeLinear", [codes_name, scale_name, zero_name], [dequantized], name=names(f"{base}_bias_DequantizeLinear"), axis=0))
-            gemm.input[2] = dequantized
-            self.converted.append(gemm.name)
+            inputs = [
+                set_initializer(graph, codes_name, codes.astype(np.int32)),
+                set_initializer(graph, scale_name, scale.astype(np.float32)),
+                set_initializer(graph, zero_name, np.zeros(bias.shape, np.int32)),
+            ]
+            dequantized = ir.Value(name=names(f"{base}_bias_dequantized"))
+            dq = ir.node("DequantizeLinear", inputs, {"axis": 0}, outputs=[dequantized], name=names(f"{base}_bias_DequantizeLinear"))
+            added.append(dq)
+            gemm.replace_input_with(2, dequantized)
+            self.converted.append(gemm.name or "")
         if not added:
-            return PassResult(model, False)
-        graph.node.extend(added)
-        topological_sort(graph)
-        remove_unused_initializers(graph)
-        return PassResult(model, True)
+            return ir.passes.PassResult(model, False)
+        graph.extend(added)
+        tidy(model)
+        return ir.passes.PassResult(model, True)

@@ -3,87 +3,84 @@
 The division is folded into a LayerNormalization that produces the activation when it can
 (no extra op at run time); otherwise a ``Mul`` by a constant vector is inserted before the
 consumers. Every reader of the activation must be a quantized MatMul/Gemm with a constant
-weight, or the division would change what the other readers see.
+weight, or the division would change what the other readers see. The per-channel activation
+maxima are measured by the caller (the int8 scheme calibrates; a graph pass does not run data).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import onnx
-from onnx import helper
+import onnx_ir as ir
 
 from edgeq.graph.passes.base import (
-    GraphIndex,
+    GraphPass,
     NameMaker,
-    Pass,
-    PassResult,
-    get_attribute,
+    constant,
+    input_value,
+    is_constant,
+    nodes_by_name,
+    readers,
     set_initializer,
-    topological_sort,
+    tidy,
+    to_ir,
 )
 from edgeq.numerics.int8.smoothquant import smoothquant_scales
 
 
-def _weight_rows(node: onnx.NodeProto, weight: np.ndarray) -> np.ndarray:
+def _weight_rows(node: ir.Node, weight: np.ndarray) -> np.ndarray:
     """The weight as [input channels, outputs]."""
-    if node.op_type == "Gemm" and int(get_attribute(node, "transB", 0)):
+    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) != 0:
         return weight.T
     return weight
 
 
-def smoothable_tensors(model: onnx.ModelProto, quantized: set[str]) -> dict[str, list[str]]:
+def smoothable_tensors(model: onnx.ModelProto | ir.Model, quantized: set[str]) -> dict[str, list[str]]:
     """Activation tensor -> the quantized MatMul/Gemm nodes reading it (all its readers)."""
-    index = GraphIndex(model.graph)
-    by_tensor: dict[str, list[str]] = {}
-    for node in model.graph.node:
+    by_tensor: dict[ir.Value, list[str]] = {}
+    for node in to_ir(model).graph:
         if node.name not in quantized or node.op_type not in ("MatMul", "Gemm"):
             continue
-        if node.op_type == "Gemm" and int(get_attribute(node, "transA", 0)):
+        if node.op_type == "Gemm" and node.attributes.get_int("transA", 0) != 0:
             continue
-        weight = index.constant(node.input[1])
-        if weight is None or weight.ndim != 2:
+        weight = constant(input_value(node, 1))
+        if weight is None or weight.ndim != 2 or node.inputs[0] is None:
             continue
-        by_tensor.setdefault(node.input[0], []).append(node.name)
+        by_tensor.setdefault(node.inputs[0], []).append(node.name)
     result = {}
-    for tensor, readers in by_tensor.items():
-        all_readers = index.readers(tensor)
-        if tensor in index.graph_outputs or len(all_readers) != len(readers) or index.is_constant(tensor):
+    for tensor, names in by_tensor.items():
+        all_readers = readers(tensor)
+        if tensor.is_graph_output() or len(all_readers) != len(names) or is_constant(tensor):
             continue
-        if any(r.input[0] != tensor or r.input[1] == tensor for r in all_readers):
+        if any(r.inputs[0] is not tensor or r.inputs[1] is tensor for r in all_readers):
             continue
-        result[tensor] = readers
+        result[tensor.name or ""] = names
     return result
 
 
-class SmoothQuant(Pass):
+class SmoothQuant(GraphPass):
     """Apply ``scales[tensor]`` (divisors per input channel) to each smoothable tensor."""
 
     def __init__(self, readers: dict[str, list[str]], scales: dict[str, np.ndarray]) -> None:
+        super().__init__()
         self.readers = readers
         self.scales = scales
         self.applied: list[str] = []
         self.folded_into_layernorm: list[str] = []
 
     @classmethod
-    def from_data(cls, model: onnx.ModelProto, data: Any, quantized: set[str], alpha: float, progress: bool = False) -> SmoothQuant:
-        """Measure per-channel activation maxima on ``data`` and compute the scales."""
-        from edgeq.calibrate.collector import collect
-        from edgeq.calibrate.observers import ChannelMagnitudeObserver
-
-        readers = smoothable_tensors(model, quantized)
-        observers: dict[str, list[Any]] = {t: [ChannelMagnitudeObserver(-1)] for t in readers}
-        if observers:
-            collect(model, data, observers, progress=progress, description="smoothquant statistics")
-        index = GraphIndex(model.graph)
-        by_name = {n.name: n for n in model.graph.node}
+    def from_magnitudes(
+        cls, model: onnx.ModelProto | ir.Model, readers: dict[str, list[str]], magnitudes: dict[str, np.ndarray], alpha: float
+    ) -> SmoothQuant:
+        """The pass for ``readers`` (from :func:`smoothable_tensors`), with scales from each
+        tensor's measured per-channel absolute maxima and its readers' weights."""
+        by_name = nodes_by_name(to_ir(model).graph)
         scales = {}
         for tensor, names in readers.items():
-            act = observers[tensor][0].absmax
+            act = magnitudes[tensor]
             rows = []
             for name in names:
-                weight = index.constant(by_name[name].input[1])
+                weight = constant(by_name[name].inputs[1])
                 assert weight is not None
                 rows.append(np.abs(_weight_rows(by_name[name], weight)).max(axis=1))
             w_max = np.max(np.stack(rows), axis=0)
@@ -92,58 +89,55 @@ class SmoothQuant(Pass):
             scales[tensor] = smoothquant_scales(act, w_max, alpha)
         return cls(readers, scales)
 
-    def _fold_into_layernorm(self, index: GraphIndex, graph: onnx.GraphProto, names: NameMaker, tensor: str, s: np.ndarray) -> bool:
-        producer = index.producer.get(tensor)
-        if producer is None or producer.op_type != "LayerNormalization" or producer.output[0] != tensor:
+    @staticmethod
+    def _fold_into_layernorm(graph: ir.Graph, names: NameMaker, tensor: ir.Value, s: np.ndarray) -> bool:
+        producer = tensor.producer()
+        if producer is None or producer.op_type != "LayerNormalization" or producer.outputs[0] is not tensor:
             return False
-        if int(get_attribute(producer, "axis", -1)) != -1:
+        if producer.attributes.get_int("axis", -1) != -1:
             return False
-        gamma = index.constant(producer.input[1])
-        beta = index.constant(producer.input[2]) if len(producer.input) > 2 and producer.input[2] else None
+        gamma = constant(input_value(producer, 1))
+        beta = constant(input_value(producer, 2))
         if gamma is None or gamma.shape != s.shape or (beta is not None and beta.shape != s.shape):
             return False
         g_name = names(f"{producer.name}.scale_smoothed")
-        set_initializer(graph, g_name, (gamma / s).astype(gamma.dtype))
-        producer.input[1] = g_name
+        producer.replace_input_with(1, set_initializer(graph, g_name, (gamma / s).astype(gamma.dtype)))
         if beta is not None:
             b_name = names(f"{producer.name}.bias_smoothed")
-            set_initializer(graph, b_name, (beta / s).astype(beta.dtype))
-            producer.input[2] = b_name
+            producer.replace_input_with(2, set_initializer(graph, b_name, (beta / s).astype(beta.dtype)))
         return True
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         names = NameMaker(graph)
+        by_name = nodes_by_name(graph)
         modified = False
-        for tensor, reader_names in self.readers.items():
-            if tensor not in self.scales:
+        for tensor_name, reader_names in self.readers.items():
+            if tensor_name not in self.scales:
                 continue
-            s = np.asarray(self.scales[tensor], np.float64)
-            index = GraphIndex(graph)
-            by_name = {n.name: n for n in graph.node}
+            s = np.asarray(self.scales[tensor_name], np.float64)
+            tensor = by_name[reader_names[0]].inputs[0]
+            assert tensor is not None
             for name in reader_names:
                 node = by_name[name]
-                weight = index.constant(node.input[1])
+                weight = constant(node.inputs[1])
                 assert weight is not None
-                transposed = node.op_type == "Gemm" and int(get_attribute(node, "transB", 0))
+                transposed = node.op_type == "Gemm" and node.attributes.get_int("transB", 0) != 0
                 new = weight * (s[None, :] if transposed else s[:, None])
                 w_name = names(f"{name}.weight_smoothed")
-                set_initializer(graph, w_name, new.astype(weight.dtype))
-                node.input[1] = w_name
-            if self._fold_into_layernorm(index, graph, names, tensor, s.astype(np.float32)):
-                self.folded_into_layernorm.append(tensor)
+                node.replace_input_with(1, set_initializer(graph, w_name, new.astype(weight.dtype)))
+            if self._fold_into_layernorm(graph, names, tensor, s.astype(np.float32)):
+                self.folded_into_layernorm.append(tensor_name)
             else:
-                inv_name = names(f"{tensor}_smooth_inverse")
-                out_name = names(f"{tensor}_smoothed")
-                set_initializer(graph, inv_name, (1.0 / s).astype(np.float32))
-                graph.node.append(helper.make_node("Mul", [tensor, inv_name], [out_name], name=names(f"{tensor}_SmoothQuant")))
+                inv_name = names(f"{tensor_name}_smooth_inverse")
+                out_name = names(f"{tensor_name}_smoothed")
+                inverse = set_initializer(graph, inv_name, (1.0 / s).astype(np.float32))
+                mul = ir.node("Mul", [tensor, inverse], outputs=[ir.Value(name=out_name)], name=names(f"{tensor_name}_SmoothQuant"))
+                graph.append(mul)
                 for name in reader_names:
-                    by_name[name].input[0] = out_name
-            self.applied.append(tensor)
+                    by_name[name].replace_input_with(0, mul.outputs[0])
+            self.applied.append(tensor_name)
             modified = True
         if modified:
-            topological_sort(graph)
-            from edgeq.graph.passes.base import remove_unused_initializers
-
-            remove_unused_initializers(graph)
-        return PassResult(model, modified)
+            tidy(model)
+        return ir.passes.PassResult(model, modified)

@@ -14,16 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import helper, numpy_helper
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from edgeq.graph.formats import Emitted
-from edgeq.graph.passes.base import (
-    GraphIndex,
-    NameMaker,
-    get_attribute,
-    opset_version,
-    remove_unused_initializers,
-)
+from edgeq.graph.opset import set_opset
+from edgeq.graph.passes.base import GraphPass
+from edgeq.graph.proto import GraphIndex, NameMaker, get_attribute, replace_nodes
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 
 FLOAT_TYPES: dict[int, type[np.floating]] = {int(onnx.TensorProto.FLOAT): np.float32, int(onnx.TensorProto.FLOAT16): np.float16}
@@ -296,39 +294,24 @@ class WeightOnlyRewriter:
                 return
 
     def finish(self) -> onnx.ModelProto:
+        """Splice the replacements in, drop what nothing reads any more, import the new opsets."""
         graph = self.model.graph
         nodes: list[onnx.NodeProto] = []
         for index, node in enumerate(graph.node):
             nodes.extend(self.replacements.get(index, [node]))
-        copies = []
-        for node in nodes:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copies.append(copy)
-        read = {i for n in copies for i in n.input} | {o.name for o in graph.output}
-        # Constant nodes that held a replaced weight are dead now.
-        copies = [n for n in copies if n.op_type != "Constant" or any(o in read for o in n.output)]
-        del graph.node[:]
-        graph.node.extend(copies)
-        remove_unused_initializers(graph)
+        replace_nodes(graph, nodes)
+        # Constant nodes and initializers that held a replaced weight are dead now.
+        DropUnused().apply(self.model)
         for domain, version in self.opsets.items():
             set_opset(self.model, domain, version)
         return self.model
 
 
-def set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
-    """Import ``domain`` at ``version`` at least (the default domain must be converted first)."""
-    current = opset_version(model, domain)
-    if current >= version:
-        return
-    if domain == "":
-        raise ValueError(f"the default opset must be converted to {version} before rewriting")
-    for opset in model.opset_import:
-        if opset.domain == domain:
-            opset.version = version
-            break
-    else:
-        model.opset_import.append(helper.make_opsetid(domain, version))
+class DropUnused(GraphPass):
+    """Remove nodes and initializers that no graph output depends on (onnx-ir's dead-code pass)."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, RemoveUnusedNodesPass()(model).modified)
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

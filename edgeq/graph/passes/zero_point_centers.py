@@ -25,206 +25,212 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
-from onnx import helper
+import onnx_ir as ir
 
 from edgeq.graph.passes.base import (
-    GraphIndex,
+    GraphPass,
     NameMaker,
-    Pass,
-    PassResult,
-    get_attribute,
-    remove_unused_initializers,
-    replace_nodes,
+    constant,
+    input_value,
+    readers,
+    scalar,
     set_initializer,
     shift_bias,
-    topological_sort,
+    single_reader,
+    tidy,
 )
 
 ZERO_POINT = -128  # code of the grid's lowest value: the real 0 of a [0, hi] activation
 
 
-def _effective_weight(index: GraphIndex, name: str) -> np.ndarray:
+def _effective_weight(value: ir.Value | None) -> np.ndarray:
     """The float weight a node computes with: an initializer, or the dequantized int8 one
     (symmetric, per tensor or per channel, as edgeq and TensorRT write them)."""
     from edgeq.numerics.int8.weights import dequantize_weight
 
-    value = index.constant(name)
-    if value is not None:
-        return value.astype(np.float64)
-    dq = index.producer.get(name)
+    stored = constant(value)
+    if stored is not None:
+        return stored.astype(np.float64)
+    name = None if value is None else value.name
+    dq = None if value is None else value.producer()
     if dq is None or dq.op_type != "DequantizeLinear":
         raise ValueError(f"weight {name!r} is neither a constant nor a DequantizeLinear of constants")
-    values, scale = index.constant(dq.input[0]), index.constant(dq.input[1])
-    zero = index.constant(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+    values, scale = constant(input_value(dq, 0)), constant(input_value(dq, 1))
+    zero = constant(input_value(dq, 2))
     if values is None or scale is None or (zero is not None and np.any(zero != 0)):
         raise ValueError(f"weight {name!r}: DequantizeLinear {dq.name} is not a symmetric one of constants")
-    axis = int(get_attribute(dq, "axis", 1)) % max(values.ndim, 1) if scale.size > 1 else 0
+    axis = dq.attributes.get_int("axis", 1) % max(values.ndim, 1) if scale.size > 1 else 0
     return dequantize_weight(values, scale if scale.size > 1 else scale.reshape(1), axis).astype(np.float64)
 
 
 @dataclass
 class _Site:
-    clip: onnx.NodeProto
+    clip: ir.Node
     center: float
-    quantizers: list[onnx.NodeProto]
-    # (node, tensor it reads): convs, pads and spatial means that read the tensor or its DQ copies.
-    readers: list[tuple[onnx.NodeProto, str]]
+    quantizers: list[ir.Node]
+    # (node, value it reads): convs, pads and spatial means that read the tensor or its DQ copies.
+    readers: list[tuple[ir.Node, ir.Value]]
 
 
-def _is_symmetric_grid(index: GraphIndex, node: onnx.NodeProto, c: float) -> bool:
+def _is_symmetric_grid(node: ir.Node, c: float) -> bool:
     """A Q or DQ with one scale of c / 128 and zero point 0 of type int8."""
-    scale = index.scalar(node, 1)
+    scale = scalar(node, 1)
     if scale is None or not np.isclose(scale * 128.0, c, rtol=1e-6):
         return False
-    if len(node.input) < 3 or not node.input[2]:
+    zero_value = input_value(node, 2)
+    if zero_value is None:
         return False  # no zero point means uint8 in ONNX: not TensorRT's grid
-    zero = index.constant(node.input[2])
+    zero = constant(zero_value)
     return zero is not None and zero.dtype == np.int8 and zero.size == 1 and int(zero.reshape(())) == 0
 
 
-def _pad_chain(index: GraphIndex, pad: onnx.NodeProto, c: float) -> list[onnx.NodeProto] | None:
+def _pad_chain(pad: ir.Node, c: float) -> list[ir.Node] | None:
     """``Pad(-c) [-> Q -> DQ] -> Conv`` with the conv unpadded: the nodes from Pad to Conv, or None."""
-    pads = index.constant(pad.input[1]) if len(pad.input) > 1 and pad.input[1] else None
-    value = index.scalar(pad, 2)
-    mode = get_attribute(pad, "mode", b"constant")
-    if pads is None or value is None or not np.isclose(value, -c) or (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+    pads = constant(input_value(pad, 1))
+    value = scalar(pad, 2)
+    if pads is None or value is None or not np.isclose(value, -c) or pad.attributes.get_string("mode", "constant") != "constant":
         return None
     rank = pads.size // 2
     if pads.size % 2 or rank < 3 or any(int(p) for p in (*pads[:2], *pads[rank : rank + 2])):
         return None  # pads the batch or channel axis
     chain = [pad]
-    end = pad.output[0]
-    q = index.single_reader(end)
+    end = pad.outputs[0]
+    q = single_reader(end)
     if q is not None and q.op_type == "QuantizeLinear":
-        dqs = index.readers(q.output[0])
+        dqs = readers(q.outputs[0])
         # Dropping this re-quantization is exact only on the tensor's own grid.
-        if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or not _is_symmetric_grid(index, q, c):
+        if len(dqs) != 1 or dqs[0].op_type != "DequantizeLinear" or not _is_symmetric_grid(q, c):
             return None
         chain += [q, dqs[0]]
-        end = dqs[0].output[0]
-    conv = index.single_reader(end)
-    if conv is None or not _unpadded_conv_reading(index, conv, end):
+        end = dqs[0].outputs[0]
+    conv = single_reader(end)
+    if conv is None or not _unpadded_conv_reading(conv, end):
         return None
     return [*chain, conv]
 
 
-def _unpadded_conv_reading(index: GraphIndex, conv: onnx.NodeProto, tensor: str) -> bool:
+def _unpadded_conv_reading(conv: ir.Node, tensor: ir.Value) -> bool:
     """A Conv reading ``tensor`` as its data, with known weights and no padding of its own: its
     zero padding would be a real ``-c`` before the rewrite and a real 0 after it."""
-    if conv.op_type != "Conv" or conv.input[0] != tensor or any(int(p) for p in (get_attribute(conv, "pads") or [])):
+    if conv.op_type != "Conv" or conv.inputs[0] is not tensor or any(int(p) for p in conv.attributes.get_ints("pads", [])):
         return False
-    auto_pad = get_attribute(conv, "auto_pad", b"NOTSET")
-    return (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) in ("NOTSET", "VALID") and _weight(index, conv) is not None
+    return conv.attributes.get_string("auto_pad", "NOTSET") in ("NOTSET", "VALID") and _weight(conv) is not None
 
 
-def _weight(index: GraphIndex, conv: onnx.NodeProto) -> np.ndarray | None:
+def _weight(conv: ir.Node) -> np.ndarray | None:
     try:
-        return _effective_weight(index, conv.input[1])
+        return _effective_weight(input_value(conv, 1))
     except ValueError:
         return None
 
 
-def find_center_sites(index: GraphIndex) -> list[_Site]:
+def find_center_sites(graph: ir.Graph) -> list[_Site]:
     """Every re-centered tensor whose readers this pass can all adjust."""
     sites: list[_Site] = []
-    for clip in index.graph.node:
-        if clip.op_type != "Clip" or len(clip.input) < 3:
+    for clip in graph:
+        if clip.op_type != "Clip" or len(clip.inputs) < 3 or clip.inputs[0] is None:
             continue
-        lo = index.scalar(clip, 1)
-        producer = index.producer.get(clip.input[0])
-        if lo is None or lo >= 0 or index.scalar(clip, 2) is None or producer is None or producer.op_type != "Conv":
+        lo = scalar(clip, 1)
+        producer = clip.inputs[0].producer()
+        if lo is None or lo >= 0 or scalar(clip, 2) is None or producer is None or producer.op_type != "Conv":
             continue
-        if index.single_reader(clip.input[0]) is None or _weight(index, producer) is None:
+        if single_reader(clip.inputs[0]) is None or _weight(producer) is None:
             continue
         c = -lo
-        tensor = clip.output[0]
-        quantizers = index.readers(tensor)
-        if tensor in index.graph_outputs or not quantizers:
+        tensor = clip.outputs[0]
+        quantizers = readers(tensor)
+        if tensor.is_graph_output() or not quantizers:
             continue
-        readers: list[tuple[onnx.NodeProto, str]] = []
+        site_readers: list[tuple[ir.Node, ir.Value]] = []
         ok = True
         for q in quantizers:
-            ok = ok and q.op_type == "QuantizeLinear" and _is_symmetric_grid(index, q, c)
-            for dq in index.readers(q.output[0]) if ok else []:
-                ok = ok and dq.op_type == "DequantizeLinear" and _is_symmetric_grid(index, dq, c)
-                for reader in index.readers(dq.output[0]) if ok else []:
-                    readers.append((reader, dq.output[0]))
-        for reader, read in readers if ok else []:
+            ok = ok and q.op_type == "QuantizeLinear" and _is_symmetric_grid(q, c)
+            for dq in readers(q.outputs[0]) if ok else []:
+                ok = ok and dq.op_type == "DequantizeLinear" and _is_symmetric_grid(dq, c)
+                for reader in readers(dq.outputs[0]) if ok else []:
+                    site_readers.append((reader, dq.outputs[0]))
+        for reader, read in site_readers if ok else []:
             if reader.op_type == "Conv":
-                ok = ok and _unpadded_conv_reading(index, reader, read)
+                ok = ok and _unpadded_conv_reading(reader, read)
             elif reader.op_type == "Pad":
-                ok = ok and reader.input[0] == read and _pad_chain(index, reader, c) is not None
+                ok = ok and reader.inputs[0] is read and _pad_chain(reader, c) is not None
             else:
                 ok = ok and reader.op_type in ("ReduceMean", "GlobalAveragePool")
-        if ok and readers:
-            sites.append(_Site(clip, c, quantizers, readers))
+        if ok and site_readers:
+            sites.append(_Site(clip, c, quantizers, site_readers))
     return sites
 
 
-class CentersToZeroPoints(Pass):
+class CentersToZeroPoints(GraphPass):
     """Rewrite every re-centered tensor (see the module docstring); ``converted`` lists them and
     ``pads_removed`` counts the Pads handed back to their convs."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.converted: list[str] = []
         self.pads_removed = 0
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         names = NameMaker(graph)
-        index = GraphIndex(graph)
-        sites = find_center_sites(index)
-        removed: set[int] = set()
-        added: list[onnx.NodeProto] = []
+        sites = find_center_sites(graph)
+        removed: list[ir.Node] = []
+        added: list[ir.Node] = []
         for site in sites:
             c = site.center
             clip = site.clip
-            conv = index.producer[clip.input[0]]
-            shift_bias(graph, names, conv, np.full(_effective_weight(index, conv.input[1]).shape[0], c))
+            conv = clip.inputs[0].producer()  # type: ignore[union-attr]
+            assert conv is not None
+            shift_bias(graph, names, conv, np.full(_effective_weight(input_value(conv, 1)).shape[0], c))
             lo_name, hi_name = names(f"{clip.name}_min"), names(f"{clip.name}_max")
-            set_initializer(graph, lo_name, np.array(0.0, np.float32))
-            set_initializer(graph, hi_name, np.array(index.scalar(clip, 2) + c, np.float32))  # type: ignore[operator]
-            clip.input[1], clip.input[2] = lo_name, hi_name
-            zp_name = names(f"{clip.output[0]}_zero_point_asymmetric")
-            set_initializer(graph, zp_name, np.array(ZERO_POINT, np.int8))
+            lo = set_initializer(graph, lo_name, np.array(0.0, np.float32))
+            hi = set_initializer(graph, hi_name, np.array(scalar(clip, 2) + c, np.float32))  # type: ignore[operator]
+            clip.replace_input_with(1, lo)
+            clip.replace_input_with(2, hi)
+            zero_point = set_initializer(graph, names(f"{clip.outputs[0].name}_zero_point_asymmetric"), np.array(ZERO_POINT, np.int8))
             for q in site.quantizers:
-                for node in (q, *index.readers(q.output[0])):
-                    node.input[2] = zp_name
+                for node in (q, *readers(q.outputs[0])):
+                    node.replace_input_with(2, zero_point)
             for reader, read in site.readers:
                 if reader.op_type == "Conv":
-                    self._subtract_shift(graph, names, index, reader, c)
+                    self._subtract_shift(graph, names, reader, c)
                 elif reader.op_type == "Pad":
-                    chain = _pad_chain(index, reader, c)
+                    chain = _pad_chain(reader, c)
                     assert chain is not None  # checked when the site was found
-                    pads = index.constant(reader.input[1])
+                    pads = constant(input_value(reader, 1))
                     assert pads is not None
                     rank = pads.size // 2
                     target = chain[-1]
-                    for attr in list(target.attribute):
-                        if attr.name == "pads":
-                            target.attribute.remove(attr)
-                    target.attribute.append(helper.make_attribute("pads", [int(p) for p in (*pads[2:rank], *pads[rank + 2 :])]))
-                    target.input[0] = read
-                    removed.update(id(n) for n in chain[:-1])
+                    target.attributes.pop("pads", None)
+                    target.attributes["pads"] = ir.AttrInt64s("pads", [int(p) for p in (*pads[2:rank], *pads[rank + 2 :])])
+                    target.replace_input_with(0, read)
+                    removed.extend(chain[:-1])
                     self.pads_removed += 1
-                    self._subtract_shift(graph, names, index, target, c)
+                    self._subtract_shift(graph, names, target, c)
                 else:  # a spatial mean: its consumer was fitted to centered values
-                    mean = reader.output[0]
-                    raw = names(f"{mean}_uncentered")
-                    shift = names(f"{mean}_center")
-                    set_initializer(graph, shift, np.array(c, np.float32))
-                    reader.output[0] = raw
-                    added.append(helper.make_node("Sub", [raw, shift], [mean], name=names(f"{reader.name}_recenter")))
-            self.converted.append(clip.output[0])
+                    self._recenter_mean(graph, names, reader, c, added)
+            self.converted.append(clip.outputs[0].name or "")
         if not self.converted:
-            return PassResult(model, False)
-        replace_nodes(graph, [*(n for n in graph.node if id(n) not in removed), *added])
-        topological_sort(graph)
-        remove_unused_initializers(graph)
-        return PassResult(model, True)
+            return ir.passes.PassResult(model, False)
+        graph.remove(removed, safe=True)
+        graph.extend(added)
+        tidy(model)
+        return ir.passes.PassResult(model, True)
 
-    def _subtract_shift(self, graph: onnx.GraphProto, names: NameMaker, index: GraphIndex, conv: onnx.NodeProto, c: float) -> None:
+    @staticmethod
+    def _recenter_mean(graph: ir.Graph, names: NameMaker, mean: ir.Node, c: float, added: list[ir.Node]) -> None:
+        """``mean`` now averages ``x + c``: its output keeps its name and readers through a ``Sub`` of ``c``."""
+        out = mean.outputs[0]
+        name = out.name
+        raw = names(f"{name}_uncentered")
+        shift = set_initializer(graph, names(f"{name}_center"), np.array(c, np.float32))
+        recentered = ir.Value(name=name, type=out.type, shape=out.shape)
+        out.replace_all_uses_with(recentered, replace_graph_outputs=True)
+        out.name = raw
+        added.append(ir.node("Sub", [out, shift], outputs=[recentered], name=names(f"{mean.name}_recenter")))
+
+    @staticmethod
+    def _subtract_shift(graph: ir.Graph, names: NameMaker, conv: ir.Node, c: float) -> None:
         """The conv now reads ``x + c``: take ``c`` times its (dequantized) weight sums off the bias."""
-        weight = _effective_weight(index, conv.input[1])
+        weight = _effective_weight(input_value(conv, 1))
         shift_bias(graph, names, conv, -c * weight.reshape(weight.shape[0], -1).sum(axis=1))

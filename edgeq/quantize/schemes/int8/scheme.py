@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeq.errors import ConfigError, UnsupportedError
-from edgeq.graph.passes.base import ensure_node_names
+from edgeq.errors import ConfigError
+from edgeq.graph.ops import COMPUTE_OPS
+from edgeq.graph.opset import raise_opset
 from edgeq.graph.passes.equalize import CrossLayerEqualization, find_equalization_pairs
 from edgeq.graph.passes.fold_batchnorm import FoldBatchNorm
-from edgeq.graph.passes.qdq import COMPUTE_OPS, MIN_OPSET, InsertQdq, QdqPlan, WeightQuantization, plan_qdq
+from edgeq.graph.passes.qdq import MIN_OPSET, InsertQdq, QdqPlan, WeightQuantization, plan_qdq
+from edgeq.graph.proto import ensure_node_names
 from edgeq.graph.quantizable import find_quantizable
 from edgeq.numerics.int8 import equalize as int8_equalize
 from edgeq.numerics.int8 import weights as int8_weights
@@ -46,27 +48,16 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> str | None:
 
     to_zero_points, int32_bias = CentersToZeroPoints(), Int32GemmBias()
     done = []
-    if to_zero_points.call(model).modified:
+    if to_zero_points.apply(model):
         done.append(
             f"{len(to_zero_points.converted)} re-centered activations written with zero point -128 "
             f"({to_zero_points.pads_removed} Pad nodes folded back into their convs)"
         )
-    if int32_bias.call(model).modified:
+    if int32_bias.apply(model):
         done.append(f"{len(int32_bias.converted)} Gemm biases in int32 (fused to QGemm)")
     return ", ".join(done) or None
 
 
-def _ensure_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    version = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if version >= MIN_OPSET:
-        return model
-    try:
-        return onnx.version_converter.convert_version(model, MIN_OPSET)
-    except Exception as exc:  # the converter raises bare RuntimeErrors / ValueErrors per op
-        raise UnsupportedError(
-            f"model opset {version} is below {MIN_OPSET}, which per-channel Q/DQ needs, and automatic conversion failed "
-            f"({' '.join(str(exc).split())[:160]}); export the model with opset >= {MIN_OPSET}"
-        ) from None
 
 
 def _take_batches(data: Any, samples: int) -> list[dict[str, np.ndarray]]:
@@ -81,7 +72,9 @@ def _take_batches(data: Any, samples: int) -> list[dict[str, np.ndarray]]:
     return batches
 
 
-def _observe(model: onnx.ModelProto, data: Any, tensors: list[str], channel_axis: int | None, progress: bool) -> dict[str, Any]:
+def _observe(
+    model: onnx.ModelProto, data: Any, tensors: list[str], channel_axis: int | None, progress: bool, description: str = "calibrating int8"
+) -> dict[str, Any]:
     """Histogram (and optionally per-channel magnitude) observers for ``tensors`` over ``data``."""
     from edgeq.calibrate.collector import collect
     from edgeq.calibrate.observers import ChannelMagnitudeObserver, HistogramObserver
@@ -90,7 +83,7 @@ def _observe(model: onnx.ModelProto, data: Any, tensors: list[str], channel_axis
     for name in tensors:
         group: list[Any] = [HistogramObserver()] if channel_axis is None else [ChannelMagnitudeObserver(channel_axis)]
         observers[name] = group
-    collect(model, data, observers, progress=progress, description="calibrating int8")
+    collect(model, data, observers, progress=progress, description=description)
     return {name: group[0] for name, group in observers.items()}
 
 
@@ -107,12 +100,12 @@ def _equalize(model: onnx.ModelProto, data: Any, quantized: set[str], progress: 
         alpha = 1.0 if pair.consumer_depthwise else DENSE_EQUALIZATION_ALPHA
         scales[(pair.producer, pair.consumer)] = int8_equalize.activation_scales(channel_max, alpha=alpha, clip=pair.clip)
     cle = CrossLayerEqualization(pairs, scales)
-    cle.call(model)
+    cle.apply(model)
     return len(cle.applied), [f"{p.producer} -> {p.consumer}" for p in cle.applied]
 
 
 def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str, reduce_range: bool) -> dict[str, WeightQuantization]:
-    from edgeq.graph.passes.base import GraphIndex
+    from edgeq.graph.proto import GraphIndex
     from edgeq.quantize.schemes.int8.sequential import weight_qmax
 
     index = GraphIndex(model.graph)
@@ -149,11 +142,11 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
     if inputs.data is None and inputs.calibration is None:
         raise ConfigError("int8 activations need calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict()["_data"])
-    model = _ensure_opset(model)
+    model = raise_opset(model, MIN_OPSET, "per-channel Q/DQ", f"export the model with opset >= {MIN_OPSET}")
     ensure_node_names(model.graph)
     if config.fold_batchnorm:
         fold = FoldBatchNorm()
-        fold.call(model)
+        fold.apply(model)
         if fold.folded:
             summary.notes.append(f"folded {len(fold.folded)} BatchNormalization nodes into the Conv before them")
         for bn, why in fold.skipped:
@@ -184,7 +177,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         from edgeq.graph.passes.recenter import RecenterActivations, centered_amax, find_recenter_sites
 
         recenter = RecenterActivations(find_recenter_sites(model, set(selected)))
-        recenter.call(model)
+        recenter.apply(model)
         fixed_amax = {t: centered_amax(c) for t, c in recenter.centered.items()}
         if recenter.applied:
             summary.notes.append(
@@ -194,10 +187,12 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
     if config.smoothquant_alpha is not None:
         if data is None:
             raise ConfigError("--smoothquant needs --data: it scales by per-channel activation maxima measured on samples")
-        from edgeq.graph.passes.smoothquant import SmoothQuant
+        from edgeq.graph.passes.smoothquant import SmoothQuant, smoothable_tensors
 
-        sq = SmoothQuant.from_data(model, data, set(selected), config.smoothquant_alpha, inputs.progress)
-        sq.call(model)
+        readers = smoothable_tensors(model, set(selected))
+        magnitudes = _observe(model, data, list(readers), -1, inputs.progress, "smoothquant statistics") if readers else {}
+        sq = SmoothQuant.from_magnitudes(model, readers, {t: m.absmax for t, m in magnitudes.items()}, config.smoothquant_alpha)
+        sq.apply(model)
         summary.notes.append(f"smoothquant alpha {config.smoothquant_alpha}: migrated {len(sq.applied)} activation tensors into their weights")
 
     plan = plan_qdq(model, selected, conv_outputs_into_add=config.layout == "onnxruntime")
@@ -247,7 +242,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
     act_of = {name: before[name].input[0] for name in plan.nodes}
     weight_of = {name: before[name].input[1] for name in plan.nodes}
     op_of = {name: before[name].op_type for name in plan.nodes}
-    InsertQdq(plan, amax, weights).call(model)
+    InsertQdq(plan, amax, weights).apply(model)
     for name in plan.nodes:
         method = methods.get(act_of[name], "")
         summary.add(

@@ -26,8 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeq.graph.passes.base import GraphIndex, get_attribute
 from edgeq.graph.passes.qdq import QdqPlan, WeightQuantization
+from edgeq.graph.proto import GraphIndex, get_attribute
 from edgeq.numerics.int8 import bias as int8_bias
 from edgeq.numerics.int8 import gptq as int8_gptq
 from edgeq.numerics.int8 import refit as int8_refit

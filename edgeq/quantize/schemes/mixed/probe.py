@@ -11,8 +11,8 @@ from onnx import helper
 
 from edgeq.calibrate.collector import INTRA_OP_THREADS, expose_tensors
 from edgeq.errors import UnsupportedError
-from edgeq.graph.passes.base import GraphIndex, NameMaker, remove_unused_initializers
 from edgeq.graph.passes.weight_only import WeightTarget
+from edgeq.graph.proto import GraphIndex, NameMaker, remove_unused_initializers
 from edgeq.graph.session import cpu_session
 from edgeq.numerics.allocation import OutputError
 

@@ -14,6 +14,7 @@ import onnx
 
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import bnb4, gather, qdq
+from edgeq.graph.opset import raise_opset
 from edgeq.graph.passes.weight_only import (
     WeightOnlyRewriter,
     WeightTarget,
@@ -32,7 +33,7 @@ from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyCo
 from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
 from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize, scheme_label
 from edgeq.quantize.schemes.weight_only.stats import timed_layer_stats
-from edgeq.quantize.schemes.weight_only.writer import convert_opset, emit_target
+from edgeq.quantize.schemes.weight_only.writer import emit_target
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 
@@ -103,7 +104,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     # The standard form is what TensorRT and other runtimes read: they refuse negative scales.
     codec = get_codec(config.weights.value, config.symmetric, positive_scales=fmt is OnnxFormat.QDQ)
     if fmt is OnnxFormat.QDQ:
-        model = convert_opset(model, qdq.required_opset(codec.bits))
+        model = raise_opset(model, qdq.required_opset(codec.bits), "--format qdq", "use --format matmulnbits")
 
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
     summary.weight_bytes_before = weight_bytes(model)

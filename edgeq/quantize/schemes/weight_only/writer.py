@@ -8,32 +8,10 @@ from __future__ import annotations
 
 import onnx
 
-from edgeq.errors import UnsupportedError
 from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits, qdq
-from edgeq.graph.passes.base import opset_version
 from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget
 from edgeq.numerics.weight_only import AlgorithmResult
 from edgeq.quantize.config import OnnxFormat, WeightOnlyConfig
-
-
-def convert_opset(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
-    """Raise the default-domain opset to ``version`` (standard DequantizeLinear blocks need it)."""
-    current = opset_version(model, "")
-    if current >= version:
-        return model
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(model, version)
-    except Exception as exc:  # the converter raises bare RuntimeErrors/ValueErrors per adapter
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedError(
-            f"cannot convert the model from opset {current} to {version} for --format qdq ({first}); "
-            "use --format matmulnbits"
-        ) from None
-    min_ir = onnx.helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
-    converted.ir_version = max(converted.ir_version, min_ir)
-    return converted
 
 
 def emit_target(
