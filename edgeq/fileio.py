@@ -13,6 +13,33 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# Every output this process has put in place, in order: an interrupted command can say exactly
+# what it left behind instead of guessing "nothing".
+_COMMITTED: list[Path] = []
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM while outputs are renamed and recorded, so an interruption lands
+    before the renames or after the record, never between (the message must say what exists)."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def committed_outputs() -> list[Path]:
+    """The outputs renamed into place so far by this process (atomic writes and output sets)."""
+    return list(_COMMITTED)
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -37,7 +64,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _as_if_created(tmp, directory=False)
-        os.replace(tmp, path)
+        with _signals_deferred():
+            os.replace(tmp, path)
+            _COMMITTED.append(path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -66,18 +95,21 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _as_if_created(tmp, directory=True)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            old.rmdir()
-            os.replace(path, old)
-            try:
+        with _signals_deferred():
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                old.rmdir()
+                os.replace(path, old)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(old, path)
+                    raise
+                _COMMITTED.append(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
                 os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+                _COMMITTED.append(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -195,6 +227,10 @@ class OutputSet:
         return scratch
 
     def commit(self) -> None:
+        with _signals_deferred():
+            self._commit()
+
+    def _commit(self) -> None:
         done: list[tuple[Path, Path | None]] = []  # (final, backup of what it replaced)
         try:
             for tmp, final in self._pending:
@@ -219,6 +255,7 @@ class OutputSet:
                         final.unlink()
             self.discard()
             raise
+        _COMMITTED.extend(final for final, _ in done)
         for _, backup in done:
             if backup is not None:
                 with contextlib.suppress(OSError):

@@ -79,21 +79,44 @@ def usage_line(exc: BaseException) -> str:
     return message
 
 
+def interrupted_line() -> str:
+    """What an interruption left behind, exactly: the outputs already in place, or none."""
+    from edgeq.fileio import committed_outputs
+
+    written = committed_outputs()
+    if not written:
+        return "error: interrupted; no output was written"
+    return "error: interrupted after writing " + ", ".join(str(p) for p in written)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporaries are removed and half a set of outputs is taken back."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the app; every failure is one ``error:`` line on stderr (exit 2, 130 on Ctrl-C)."""
+    """Run the app; every failure is one ``error:`` line on stderr (exit 2, 130 on Ctrl-C or SIGTERM)."""
     usage_errors = _usage_exceptions()
+    _terminate_as_interrupt()
     try:
         result = app(args=argv, prog_name="edgeq", standalone_mode=False)
         # With standalone_mode=False click returns Ctrl-C's exit code instead of raising.
         if isinstance(result, int) and result:
             if result == 130:
-                typer.echo("error: interrupted; no output was written", err=True)
+                typer.echo(interrupted_line(), err=True)
             return result
     except EdgeqError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        typer.echo("error: interrupted; no output was written", err=True)
+        typer.echo(interrupted_line(), err=True)
         return 130
     except OSError as exc:  # the disk or the file system said no (full, read-only, permissions)
         where = f"{exc.filename}: " if exc.filename else ""

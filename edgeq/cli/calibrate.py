@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -35,7 +34,7 @@ def calibrate_command(
     from edgeq.calibrate import calibrate
     from edgeq.calibrate.trt_cache import ALGORITHMS
     from edgeq.data import load_data
-    from edgeq.fileio import atomic_path
+    from edgeq.fileio import OutputSet
     from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model, model_sha256
 
@@ -48,28 +47,21 @@ def calibrate_command(
     if not quiet:
         for note in source.notes:
             typer.echo(f"note: {note}", err=True)
-    try:
-        table = calibrate(
-            proto,
-            source,
-            method=method,
-            percentile=percentile,
-            nodes=nodes,
-            progress=not quiet,
-            tensors="all" if trt_cache is not None and nodes is None else None,
-            model_sha256=model_sha256(model),
-        )
-        # Nothing is written until calibration has finished; both files are renamed into place
-        # only once both are complete.
-        with atomic_path(output) as table_tmp, contextlib.ExitStack() as stack:
-            if trt_cache is not None:
-                cache_tmp = stack.enter_context(atomic_path(trt_cache))
-                table.write_trt_cache(cache_tmp, trt_version=trt_version, algorithm=trt_algorithm)
-            table.save(table_tmp)
-    except KeyboardInterrupt:
-        # Typer would turn this into a silent exit 130; say what happened to the outputs.
-        typer.echo("error: interrupted; no output was written", err=True)
-        raise SystemExit(130) from None
+    table = calibrate(
+        proto,
+        source,
+        method=method,
+        percentile=percentile,
+        nodes=nodes,
+        progress=not quiet,
+        tensors="all" if trt_cache is not None and nodes is None else None,
+        model_sha256=model_sha256(model),
+    )
+    # Nothing is written until calibration has finished; the table and the cache land together.
+    with OutputSet() as outputs:
+        if trt_cache is not None:
+            table.write_trt_cache(outputs.path(trt_cache), trt_version=trt_version, algorithm=trt_algorithm)
+        table.save(outputs.path(output))
     if as_json:
         echo_json(table)
         return
