@@ -107,7 +107,18 @@ def _gather_rows(model: onnx.ModelProto, name: str) -> int | None:
 
 
 def synthetic_feeds(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic inputs: normal floats, in-range ids for lookups, ones for other integers."""
+    """Deterministic inputs: normal floats, in-range ids for lookups, ones for other integers.
+
+    Shapes whose inputs would not fit in a quarter of the available memory are refused first.
+    """
+    from edgeq_runtime.errors import BundleError
+    from edgeq_runtime.inputs import check_bytes
+
+    try:
+        check_bytes({v.name: (tuple(shapes[v.name]), np.dtype(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)))
+                     for v in graph_inputs(model)})
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from None
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for value in graph_inputs(model):

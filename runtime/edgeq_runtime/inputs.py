@@ -90,10 +90,51 @@ def _fmt(shape: Sequence[Union[int, str]]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def available_memory_bytes() -> Optional[int]:
+    """Memory the kernel says is available now (Linux ``MemAvailable``), None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_input_bytes(specs: Sequence[TensorSpec], shapes: Mapping[str, List[int]]) -> None:
+    """Refuse shapes whose inputs alone would take more than a quarter of the available memory,
+    before allocating them (``--batch 100000000`` must be one line, not an out-of-memory kill)."""
+    check_bytes({spec.name: (shapes[spec.name], np.dtype(spec.dtype)) for spec in specs})
+
+
+def check_bytes(inputs: Mapping[str, "tuple[Sequence[int], np.dtype]"]) -> None:
+    """``check_input_bytes`` on plain (shape, dtype) pairs, for callers without TensorSpecs."""
+    total = 0
+    shapes = {name: list(shape) for name, (shape, _) in inputs.items()}
+    for shape, dtype in inputs.values():  # floats are drawn in float64 first: count the larger
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        total += count * max(dtype.itemsize, 8 if dtype.kind == "f" else 0)
+    available = available_memory_bytes()
+    if available is not None and total > available // 4:
+        raise BundleError(
+            "the inputs at shapes " + ", ".join(k + " " + str(list(v)) for k, v in shapes.items())
+            + " would take " + _gib(total) + "; at most a quarter of the available memory (" + _gib(available // 4)
+            + ") is used for inputs: lower --batch or --shape"
+        )
+
+
+def _gib(n: int) -> str:
+    return "%.1f GiB" % (n / 2**30) if n >= 2**30 else "%.1f MiB" % (n / 2**20)
+
+
 def synthesize_inputs(specs: Sequence[TensorSpec], shapes: Mapping[str, List[int]], seed: int = 0) -> Dict[str, np.ndarray]:
     """Inputs with the right shapes and dtypes whose values keep every model on its normal path:
     standard-normal floats, ones for ids and masks (a valid token id in any vocabulary), zeros for
     token-type/segment ids, 0..n-1 for position ids."""
+    check_input_bytes(specs, shapes)
     rng = np.random.default_rng(seed)
     feeds: Dict[str, np.ndarray] = {}
     for spec in specs:

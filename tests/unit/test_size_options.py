@@ -41,3 +41,35 @@ def test_a_block_larger_than_every_row_is_refused_with_the_bound(model, tmp_path
 
 def test_the_bound_itself_is_accepted(model, tmp_path, capsys):
     assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--block-size", "128", "--quiet"]) == 0
+
+
+def dynamic_model(tmp_path):
+    w = numpy_helper.from_array(np.ones((16, 16), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", "s", 16])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", "s", 16])], [w])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_batch_too_large_for_memory_is_one_line_before_allocation(tmp_path, capsys):
+    from edgeq_runtime.cli import main as run_main
+
+    model = dynamic_model(tmp_path)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["profile", str(model), "--batch", "100000000000", "--iterations", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would take" in err[0] and "lower --batch" in err[0], err
+    assert run_main(["bench", str(model), "--batch", "100000000000", "--iterations", "2"]) == 2
+    assert "would take" in capsys.readouterr().err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 512 * 1024
+
+
+def test_an_export_shape_too_large_for_memory_is_one_line(tmp_path, capsys):
+    path = dynamic_model(tmp_path)
+    argv = ["export", str(path), "--target", "x86-cpu", "-o", str(tmp_path / "b"), "--shape", "x:100000x100000x16", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would take" in err[0], err
+    assert not (tmp_path / "b").exists()
