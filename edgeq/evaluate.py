@@ -172,7 +172,7 @@ class _Session:
         try:
             values = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})
         except Exception as exc:
-            raise DataError(f"{self.label}: onnxruntime failed on the data ({onnxruntime_message(exc)[:200]})") from None
+            raise DataError(f"{self.label}: onnxruntime failed on the data ({onnxruntime_message(exc)})") from None
         return dict(zip(self.outputs, values, strict=True))
 
 

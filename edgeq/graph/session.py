@@ -53,7 +53,7 @@ def cpu_session(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors arrive as exceptions, said once
     try:
         if not isinstance(model, onnx.ModelProto):
             return ort.InferenceSession(str(model), options, providers=CPU)

@@ -74,3 +74,27 @@ def test_subgraphs_may_read_the_outer_scope(tmp_path, capsys):
     path = tmp_path / "if.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert main(["inspect", str(path)]) == 0
+
+
+@pytest.mark.parametrize("command", ["profile", "compare", "bench"])
+def test_a_model_that_fails_at_run_time_is_one_line_without_onnxruntime_log(tmp_path, capfd, command):
+    """onnxruntime logs its own coloured line for a failing kernel; only edgeq's line may reach the user."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([7, 7], np.int64), "s")],
+    )
+    path = tmp_path / "runfail.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 16), np.float32))
+    if command == "bench":
+        from edgeq_runtime.cli import main as run_main
+
+        code = run_main(["bench", str(path), "--iterations", "2"])
+    elif command == "profile":
+        code = main(["profile", str(path), "--iterations", "2"])
+    else:
+        code = main(["compare", str(path), str(path), "--data", str(tmp_path / "d.npz"), "--no-latency"])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "Reshape" in err[0], err

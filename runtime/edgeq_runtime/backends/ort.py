@@ -126,6 +126,9 @@ class OrtBackend(Backend):
     def _make_session(self, profile_prefix: Optional[str]) -> Any:
         ort = self._ort
         so = ort.SessionOptions()
+        # Failures come back as exceptions and become one line; onnxruntime's own (coloured) log
+        # line for the same failure would only precede it.
+        so.log_severity_level = 4
         if self._options.threads is not None:
             so.intra_op_num_threads = int(self._options.threads)
         if profile_prefix is not None:
@@ -141,7 +144,11 @@ class OrtBackend(Backend):
             raise BundleError(str(self._model_path) + ": onnxruntime cannot load the model (" + first + ")") from None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        values = self._session.run(self._output_names, dict(feeds))
+        try:
+            values = self._session.run(self._output_names, dict(feeds))
+        except Exception as exc:  # onnxruntime's Fail/InvalidArgument: the model cannot run on these inputs
+            raise BundleError(str(self._model_path) + ": onnxruntime failed running the model ("
+                              + " ".join(str(exc).split()) + ")") from None
         return dict(zip(self._output_names, values))
 
     def profile_ops(self, feeds: Mapping[str, np.ndarray], runs: int) -> Optional[List[OpTime]]:

@@ -77,7 +77,7 @@ class _NodeRunner:
         self.options = ort.SessionOptions()
         self.options.intra_op_num_threads = threads
         self.options.inter_op_num_threads = 1
-        self.options.log_severity_level = 3
+        self.options.log_severity_level = 4  # errors arrive as exceptions, said once
         # Hundreds of one-node sessions: an arena per session would keep each one's peak forever.
         self.options.enable_cpu_mem_arena = False
 
