@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     usage_errors = _usage_exceptions()
     _terminate_as_interrupt()
     try:
+        from edgeq.cli._common import check_file_outputs
+
+        check_file_outputs(list(sys.argv[1:] if argv is None else argv))
         result = app(args=argv, prog_name="edgeq", standalone_mode=False)
         # With standalone_mode=False click returns Ctrl-C's exit code instead of raising.
         if isinstance(result, int) and result:

@@ -125,3 +125,14 @@ def test_export_refuses_a_bundle_with_a_file_its_manifest_does_not_list(model, c
     assert not (bundle / "notes.txt").exists()
     # a bundle holding only its own files is replaced without --force
     assert run(capsys, "export", model, "--target", "x86-cpu", "-o", bundle, "--quiet")[0] == 0
+
+
+@pytest.mark.parametrize("option", ["-o", "--summary"])
+def test_a_file_output_ending_in_a_slash_is_refused(model, capsys, tmp_path, option):
+    argv = ["quantize", model, "-o", tmp_path / "q.onnx", "--quiet"]
+    argv += [option, f"{tmp_path}/new/"] if option == "--summary" else []
+    if option == "-o":
+        argv[3] = f"{tmp_path}/new/"
+    code, err = run(capsys, *argv)
+    assert code == 2 and len(err) == 1 and "names a folder" in err[0], err
+    assert not (tmp_path / "new").exists()
