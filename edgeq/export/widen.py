@@ -15,6 +15,9 @@ reaches the GPU by *widening*: its exact weight values are stored in a container
 Dequantized values come from onnxruntime running the quantized node itself (the kernel the model
 was verified with), so "the accuracy of the 2-bit model" is exact by construction, and the
 byte counts before and after go into the export summary.
+
+The rewrites are onnx-ir passes (:class:`WidenWeights`, :class:`LowerOpset`); the functions at
+the bottom keep the protobuf-in-place interface the exporter calls.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from dataclasses import dataclass, field
 import ml_dtypes
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+import onnx_ir as ir
+from onnx import TensorProto, helper
+from onnx_ir.passes import common as ir_common
 
 from edgeq.errors import UnsupportedError
-from edgeq.graph.opset import opset_version
-from edgeq.graph.proto import GraphIndex, NameMaker, get_attribute
+from edgeq.graph.passes.base import GraphPass, NameMaker, input_value, is_constant, set_initializer, tidy
 
 CONTRIB = "com.microsoft"
 INT2_TYPES: dict[int, int] = {TensorProto.INT2: TensorProto.INT4, TensorProto.UINT2: TensorProto.UINT4} if hasattr(
@@ -93,211 +97,251 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
-def _tensor_bytes(tensor: onnx.TensorProto) -> int:
-    count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    bits = BITS.get(tensor.data_type)
+def _tensor_bytes(value: ir.Value) -> int:
+    """Bytes of an initializer's values as stored (sub-byte types packed)."""
+    tensor = value.const_value
+    assert tensor is not None
+    dims = tensor.shape.numpy()
+    count = int(np.prod(dims)) if dims else 1
+    bits = BITS.get(int(tensor.dtype))
     if bits is not None:
         return (count * bits + 7) // 8
-    return count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return count * helper.tensor_dtype_to_np_dtype(int(tensor.dtype)).itemsize
 
 
-def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, feeds: dict[str, np.ndarray],
-              inits: list[onnx.TensorProto], out_type: int) -> np.ndarray:
+def _array(value: ir.Value) -> np.ndarray:
+    assert value.const_value is not None
+    return value.const_value.numpy()
+
+
+def _label(node: ir.Node) -> str:
+    """The node's name as the protobuf has it ("" when unnamed)."""
+    return node.name or ""
+
+
+def _evaluate(model: ir.Model, nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray],
+              inits: list[ir.Value], out_type: int) -> np.ndarray:
     """Run one node in onnxruntime: the kernel the quantized model was verified with."""
     from edgeq.graph.session import run_nodes
 
-    return run_nodes([node], model.opset_import, model.ir_version, inits, feeds, out_type)
+    opsets = [helper.make_opsetid(domain, version) for domain, version in model.opset_imports.items()]
+    tensors = []
+    for value in inits:
+        assert value.const_value is not None and value.name is not None
+        tensor = ir.serde.serialize_tensor(value.const_value)
+        tensor.name = value.name
+        tensors.append(tensor)
+    return run_nodes(nodes, opsets, model.ir_version, tensors, feeds, out_type)
 
 
-class _Widener:
-    def __init__(self, model: onnx.ModelProto, container: str, only_contrib: bool = False) -> None:
+class WidenWeights(GraphPass):
+    """Every weight TensorRT cannot parse, rewritten into ``container`` ("int4" or "float").
+
+    ``only_contrib`` leaves DequantizeLinear alone and converts only the contrib MatMuls.
+    ``report`` says what was widened and what it costs.
+    """
+
+    def __init__(self, container: str, only_contrib: bool = False) -> None:
+        super().__init__()
         if container not in ("int4", "float"):
             raise ValueError(f"container {container!r}")
+        self.container = container
         self.only_contrib = only_contrib
+        self.report = WidenReport()
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.model = model
         self.graph = model.graph
-        self.container = container
-        self.index = GraphIndex(model.graph)
         self.names = NameMaker(model.graph)
         self.report = WidenReport()
-        self.replaced: dict[int, list[onnx.NodeProto]] = {}  # node position -> replacement nodes
-        self.new_inits: list[onnx.TensorProto] = []
-        self.drop_inits: set[str] = set()
-
-    def init(self, name: str) -> onnx.TensorProto | None:
-        return self.index.initializers.get(name)
-
-    def run(self) -> WidenReport:
-        for position, node in enumerate(self.graph.node):
-            if node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx"):
+        for node in list(self.graph):
+            if node.op_type == "DequantizeLinear" and node.domain == "":
                 if not self.only_contrib:
-                    self._dequantize_linear(position, node)
+                    self._dequantize_linear(node)
             elif node.op_type == "MatMulBnb4" and node.domain == CONTRIB:
-                self._bnb4(position, node)
+                self._bnb4(node)
             elif node.op_type == "MatMulNBits" and node.domain == CONTRIB:
-                self._nbits(position, node)
+                self._nbits(node)
         if not self.report.nodes:
-            return self.report
-        nodes: list[onnx.NodeProto] = []
-        for position, node in enumerate(self.graph.node):
-            nodes.extend(self.replaced.get(position, [node]))
-        still_read = {i for n in nodes for i in n.input}
-        kept = [t for t in self.graph.initializer if t.name not in self.drop_inits or t.name in still_read]
-        copies = [onnx.NodeProto() for _ in nodes]
-        for copy, node in zip(copies, nodes, strict=True):
-            copy.CopyFrom(node)
-        del self.graph.node[:]
-        self.graph.node.extend(copies)
-        del self.graph.initializer[:]
-        self.graph.initializer.extend([*kept, *self.new_inits])
-        return self.report
+            return ir.passes.PassResult(model, modified=False)
+        # The replaced weights (and the contrib domain, once unused) go.
+        tidy(model)
+        ir_common.RemoveUnusedOpsetsPass()(model)
+        return ir.passes.PassResult(model, modified=True)
+
+    def _init(self, value: ir.Value | None) -> ir.Value | None:
+        """``value`` when it is an initializer (a Constant node's output is not)."""
+        return value if value is not None and value.is_initializer() and value.const_value is not None else None
+
+    def _replace(self, node: ir.Node, nodes: list[ir.Node]) -> None:
+        """``nodes`` where ``node`` was; the last one's output takes over its (first) output."""
+        ir.convenience.replace_nodes_and_values(self.graph, node, [node], nodes, [node.outputs[0]],
+                                                [nodes[-1].outputs[0]])
 
     # -- DequantizeLinear with a constant INT2 (or, for a float container, any int) input -------
-    def _dequantize_linear(self, position: int, node: onnx.NodeProto) -> None:
-        weight = self.init(node.input[0])
+    def _dequantize_linear(self, node: ir.Node) -> None:
+        weight = self._init(node.inputs[0])
         if weight is None:
             return  # an activation DQ (after a Q): nothing to widen
-        is_int2 = weight.data_type in INT2_TYPES
+        assert weight.const_value is not None
+        dtype = int(weight.const_value.dtype)
+        is_int2 = dtype in INT2_TYPES
         if self.container == "int4" and not is_int2:
             return
-        if self.container == "float" and weight.data_type not in (*INT2_TYPES, *INT4_TYPES):
+        if self.container == "float" and dtype not in (*INT2_TYPES, *INT4_TYPES):
             return  # int8 stays: TensorRT has it
-        if any(not self.index.is_constant(i) for i in node.input if i):
+        if any(not is_constant(v) for v in node.inputs if v is not None):
             return
-        inputs = [self.init(i) for i in node.input if i]
-        extra = [t for t in inputs if t is not None]
+        extra = [t for t in (self._init(v) for v in node.inputs if v is not None) if t is not None]
         source = f"{'int2' if is_int2 else 'int4'} DequantizeLinear"
-        count = int(np.prod(weight.dims))
+        count = int(np.prod(weight.const_value.shape.numpy()))
         before = sum(_tensor_bytes(t) for t in extra)
         if self.container == "int4":
             widened = []
-            for name in node.input[:3:2]:  # x and zero point share the type
-                tensor = self.init(name) if name else None
+            for slot in (0, 2):  # x and zero point share the type
+                tensor = self._init(input_value(node, slot))
                 if tensor is None:
                     continue
-                values = numpy_helper.to_array(tensor).astype(np.int8)
-                target = ml_dtypes.int4 if tensor.data_type == TensorProto.INT2 else ml_dtypes.uint4
-                new = numpy_helper.from_array(values.astype(target), self.names(f"{name}_int4"))
-                widened.append((tensor, new))
-            replacement = onnx.NodeProto()
-            replacement.CopyFrom(node)
-            for old, new in widened:
-                for i, name in enumerate(replacement.input):
-                    if name == old.name:
-                        replacement.input[i] = new.name
-                self.new_inits.append(new)
-                self.drop_inits.add(old.name)
-            after = before + sum(_tensor_bytes(new) - _tensor_bytes(tensor) for tensor, new in widened)
-            self.replaced[position] = [replacement]
+                assert tensor.const_value is not None
+                values = _array(tensor).astype(np.int8)
+                target = ml_dtypes.int4 if int(tensor.const_value.dtype) == TensorProto.INT2 else ml_dtypes.uint4
+                widened.append((tensor, values.astype(target), self.names(f"{tensor.name}_int4")))
+            after = before
+            for old, values, name in widened:
+                new = set_initializer(self.graph, name, values)
+                for i, current in enumerate(node.inputs):
+                    if current is old:
+                        node.replace_input_with(i, new)
+                after += _tensor_bytes(new) - _tensor_bytes(old)
         else:
-            scale = self.init(node.input[1])
-            out_type = scale.data_type if scale is not None else TensorProto.FLOAT
-            value = _evaluate(self.model, node, {}, extra, out_type).astype(np.float32)
-            tensor = numpy_helper.from_array(value, self.names(f"{node.output[0]}_widened"))
-            self.new_inits.append(tensor)
-            self.drop_inits.update(i for i in node.input if i)
-            self.replaced[position] = [helper.make_node("Identity", [tensor.name], [node.output[0]],
-                                                        name=self.names(f"{node.name or 'dq'}_widened"))]
+            scale = self._init(input_value(node, 1))
+            out_type = int(scale.const_value.dtype) if scale is not None and scale.const_value is not None \
+                else TensorProto.FLOAT
+            value = _evaluate(self.model, [ir.serde.serialize_node(node)], {}, extra, out_type).astype(np.float32)
+            tensor = set_initializer(self.graph, self.names(f"{node.outputs[0].name}_widened"), value)
+            identity = ir.node("Identity", [tensor], name=self.names(f"{node.name or 'dq'}_widened"))
+            self._replace(node, [identity])
             after = count * FLOAT_WEIGHT_BYTES
-        self.report.nodes.append(WidenedNode(node.name or node.output[0], node.op_type, source,
+        self.report.nodes.append(WidenedNode(node.name or node.outputs[0].name or "", node.op_type, source,
                                              self.container, count, before, after))
 
     # -- MatMulBnb4 (nf4/fp4): only a float container holds its levels ------------------------
-    def _bnb4(self, position: int, node: onnx.NodeProto) -> None:
-        k = int(get_attribute(node, "K"))  # type: ignore[arg-type]
-        n = int(get_attribute(node, "N"))  # type: ignore[arg-type]
-        quant_type = int(get_attribute(node, "quant_type", 1))  # type: ignore[arg-type]
-        consts = [self.init(i) for i in node.input[1:3]]
+    def _bnb4(self, node: ir.Node) -> None:
+        k = int(node.attributes.get_int("K"))  # type: ignore[arg-type]
+        n = int(node.attributes.get_int("N"))  # type: ignore[arg-type]
+        quant_type = int(node.attributes.get_int("quant_type", 1))
+        consts = [self._init(input_value(node, slot)) for slot in (1, 2)]
         if any(c is None for c in consts):
-            raise UnsupportedError(f"{node.name}: MatMulBnb4 with non-constant weights cannot be widened")
-        weight = self._eye_evaluate(node, k, [i for i in node.input[1:3]])
+            raise UnsupportedError(f"{_label(node)}: MatMulBnb4 with non-constant weights cannot be widened")
+        weight = self._eye_evaluate(node, k, [input_value(node, 1), input_value(node, 2)])
         source = f"{'nf4' if quant_type == 1 else 'fp4'} MatMulBnb4"
         before = sum(_tensor_bytes(c) for c in consts if c is not None)
-        self._float_matmul(position, node, weight, source, before, k * n, bias=None)
+        self._float_matmul(node, weight, source, before, k * n, bias=None)
 
     # -- MatMulNBits: to DequantizeLinear INT4 when exact, else to float ------------------------
-    def _nbits(self, position: int, node: onnx.NodeProto) -> None:
-        k = int(get_attribute(node, "K"))  # type: ignore[arg-type]
-        n = int(get_attribute(node, "N"))  # type: ignore[arg-type]
-        bits = int(get_attribute(node, "bits", 4))  # type: ignore[arg-type]
-        block = int(get_attribute(node, "block_size"))  # type: ignore[arg-type]
-        inputs = list(node.input) + [""] * (6 - len(node.input))
-        blob, scales = self.init(inputs[1]), self.init(inputs[2])
+    def _nbits(self, node: ir.Node) -> None:
+        k = int(node.attributes.get_int("K"))  # type: ignore[arg-type]
+        n = int(node.attributes.get_int("N"))  # type: ignore[arg-type]
+        bits = int(node.attributes.get_int("bits", 4))
+        block = int(node.attributes.get_int("block_size"))  # type: ignore[arg-type]
+        inputs = [input_value(node, slot) for slot in range(6)]
+        blob, scales = self._init(inputs[1]), self._init(inputs[2])
         if blob is None or scales is None:
-            raise UnsupportedError(f"{node.name}: MatMulNBits with non-constant weights cannot be widened")
-        has_zero_point = bool(inputs[3])
-        has_g_idx = bool(inputs[4])
-        bias = inputs[5] or None
+            raise UnsupportedError(f"{_label(node)}: MatMulNBits with non-constant weights cannot be widened")
+        has_zero_point = inputs[3] is not None
+        has_g_idx = inputs[4] is not None
+        bias = inputs[5]
+        zero_point = self._init(inputs[3])
         before = _tensor_bytes(blob) + _tensor_bytes(scales) + (
-            _tensor_bytes(self.init(inputs[3])) if has_zero_point and self.init(inputs[3]) else 0)  # type: ignore[arg-type]
+            _tensor_bytes(zero_point) if zero_point is not None else 0)
         source = f"int{bits} MatMulNBits"
         exact_int4 = (self.container == "int4" and bits in (2, 4) and not has_zero_point and not has_g_idx
                       and k % block == 0)
         if not exact_int4:
-            weight = self._eye_evaluate(node, k, [i for i in inputs[1:5]])
-            self._float_matmul(position, node, weight, source, before, k * n, bias=bias)
+            weight = self._eye_evaluate(node, k, inputs[1:5])
+            self._float_matmul(node, weight, source, before, k * n, bias=bias)
             return
-        packed = numpy_helper.to_array(blob).reshape(n, -1)
+        packed = _array(blob).reshape(n, -1)
         per_byte = 8 // bits
         shifts = (np.arange(per_byte) * bits).astype(np.uint8)
         codes = ((packed[..., None] >> shifts) & ((1 << bits) - 1)).reshape(n, -1)[:, :k]
         values = codes.astype(np.int8) - (1 << (bits - 1))  # default zero point 2^(bits-1)
-        q = numpy_helper.from_array(values.T.copy().astype(ml_dtypes.int4), self.names(f"{blob.name}_int4"))
-        scale_array = numpy_helper.to_array(scales).reshape(n, k // block).T.copy()
-        s = numpy_helper.from_array(scale_array, self.names(f"{scales.name}_blocks"))
-        self.new_inits += [q, s]
-        self.drop_inits.update([blob.name, scales.name])
-        dq_out = self.names(f"{node.output[0]}_weight")
-        nodes = [
-            helper.make_node("DequantizeLinear", [q.name, s.name], [dq_out], name=self.names(f"{node.name}_dq"),
-                             axis=0, block_size=block),
-        ]
-        self._matmul_with_bias(nodes, node, dq_out, bias)
-        self.replaced[position] = nodes
+        q = set_initializer(self.graph, self.names(f"{blob.name}_int4"), values.T.copy().astype(ml_dtypes.int4))
+        scale_array = _array(scales).reshape(n, k // block).T.copy()
+        s = set_initializer(self.graph, self.names(f"{scales.name}_blocks"), scale_array)
+        dq_out = ir.Value(name=self.names(f"{node.outputs[0].name}_weight"))
+        dq = ir.node("DequantizeLinear", [q, s], {"axis": 0, "block_size": block}, outputs=[dq_out],
+                     name=self.names(f"{_label(node)}_dq"))
+        self._replace(node, [dq, *self._matmul_with_bias(node, dq_out, bias)])
         after = _tensor_bytes(q) + _tensor_bytes(s)
-        self.report.nodes.append(WidenedNode(node.name or node.output[0], node.op_type, source, "int4",
+        self.report.nodes.append(WidenedNode(node.name or node.outputs[0].name or "", node.op_type, source, "int4",
                                              k * n, before, after))
 
-    def _eye_evaluate(self, node: onnx.NodeProto, k: int, const_inputs: list[str]) -> np.ndarray:
+    def _eye_evaluate(self, node: ir.Node, k: int, const_inputs: list[ir.Value | None]) -> np.ndarray:
         """The [K, N] float weight a contrib MatMul node multiplies by: run it on the identity."""
-        a_type = self._float_type(node.input[0])
+        activation = node.inputs[0]
+        assert activation is not None and activation.name is not None
+        a_type = self._float_type(activation)
         eye = np.eye(k, dtype=helper.tensor_dtype_to_np_dtype(a_type))
-        probe = onnx.NodeProto()
-        probe.CopyFrom(node)
+        probe = ir.serde.serialize_node(node)
         del probe.input[:]
-        probe.input.extend([node.input[0], *const_inputs])
+        probe.input.extend([activation.name, *(v.name or "" if v is not None else "" for v in const_inputs)])
         while probe.input and not probe.input[-1]:
             del probe.input[-1]
         del probe.output[1:]
-        inits = [t for t in (self.init(i) for i in const_inputs if i) if t is not None]
-        return _evaluate(self.model, probe, {node.input[0]: eye}, inits, a_type).astype(np.float32)
+        inits = [t for t in (self._init(v) for v in const_inputs) if t is not None]
+        return _evaluate(self.model, [probe], {activation.name: eye}, inits, a_type).astype(np.float32)
 
-    def _float_type(self, name: str) -> int:
-        for value in [*self.graph.input, *self.graph.value_info]:
-            if value.name == name and value.type.tensor_type.elem_type:
-                return value.type.tensor_type.elem_type
-        return TensorProto.FLOAT
+    @staticmethod
+    def _float_type(value: ir.Value) -> int:
+        dtype = value.dtype
+        return int(dtype) if dtype is not None and dtype != ir.DataType.UNDEFINED else TensorProto.FLOAT
 
-    def _float_matmul(self, position: int, node: onnx.NodeProto, weight: np.ndarray, source: str,
-                      before: int, count: int, bias: str | None) -> None:
-        tensor = numpy_helper.from_array(weight, self.names(f"{node.name or node.output[0]}_weight"))
-        self.new_inits.append(tensor)
-        self.drop_inits.update(i for i in node.input[1:] if i and i != bias)
-        nodes: list[onnx.NodeProto] = []
-        self._matmul_with_bias(nodes, node, tensor.name, bias)
-        self.replaced[position] = nodes
-        self.report.nodes.append(WidenedNode(node.name or node.output[0], node.op_type, source, "float",
+    def _float_matmul(self, node: ir.Node, weight: np.ndarray, source: str, before: int, count: int,
+                      bias: ir.Value | None) -> None:
+        tensor = set_initializer(self.graph, self.names(f"{node.name or node.outputs[0].name}_weight"), weight)
+        self._replace(node, self._matmul_with_bias(node, tensor, bias))
+        self.report.nodes.append(WidenedNode(node.name or node.outputs[0].name or "", node.op_type, source, "float",
                                              count, before, count * FLOAT_WEIGHT_BYTES))
 
-    def _matmul_with_bias(self, nodes: list[onnx.NodeProto], node: onnx.NodeProto, weight: str,
-                          bias: str | None) -> None:
-        if bias:
-            mm_out = self.names(f"{node.output[0]}_nobias")
-            nodes.append(helper.make_node("MatMul", [node.input[0], weight], [mm_out], name=self.names(node.name or "mm")))
-            nodes.append(helper.make_node("Add", [mm_out, bias], [node.output[0]], name=self.names(f"{node.name}_bias")))
-        else:
-            nodes.append(helper.make_node("MatMul", [node.input[0], weight], [node.output[0]],
-                                          name=self.names(node.name or "mm")))
+    def _matmul_with_bias(self, node: ir.Node, weight: ir.Value, bias: ir.Value | None) -> list[ir.Node]:
+        if bias is not None:
+            mm_out = ir.Value(name=self.names(f"{node.outputs[0].name}_nobias"))
+            matmul = ir.node("MatMul", [node.inputs[0], weight], outputs=[mm_out], name=self.names(node.name or "mm"))
+            return [matmul, ir.node("Add", [mm_out, bias], name=self.names(f"{_label(node)}_bias"))]
+        return [ir.node("MatMul", [node.inputs[0], weight], name=self.names(node.name or "mm"))]
+
+
+class LowerOpset(GraphPass):
+    """The default-domain opset lowered towards ``floor`` as far as the checker allows (``version``).
+
+    A quantizer raises the opset for the types it writes (INT2 needs 25, INT4 21); once widening
+    has removed them, older TensorRT parsers want the lowest opset the graph still validates at.
+    Type-only schema changes between opsets are all this relies on: a node whose schema changed
+    shape (a new input, a new op) fails the full check and the opset stays where it was.
+    """
+
+    def __init__(self, floor: int) -> None:
+        super().__init__()
+        self.floor = floor
+        self.version = 0
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        current = model.opset_imports.get("", 0)
+        self.version = current
+        if current <= self.floor:
+            return ir.passes.PassResult(model, modified=False)
+        proto = ir.serde.serialize_model(model)
+        entry = next(o for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        for version in range(self.floor, current):
+            entry.version = version
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+                continue
+            model.opset_imports[""] = self.version = version
+            return ir.passes.PassResult(model, modified=True)
+        return ir.passes.PassResult(model, modified=False)
 
 
 def widen_weights(model: onnx.ModelProto, container: str) -> WidenReport:
@@ -306,10 +350,9 @@ def widen_weights(model: onnx.ModelProto, container: str) -> WidenReport:
     With "int4": INT2 DequantizeLinear -> INT4, MatMulNBits (exact cases) -> DequantizeLinear INT4,
     other contrib MatMuls -> float. With "float": every INT2/INT4 weight and contrib MatMul -> float.
     """
-    report = _Widener(model, container).run()
-    if report.nodes:
-        _drop_unused_opsets(model)
-    return report
+    widen = WidenWeights(container)
+    widen.apply(model)
+    return widen.report
 
 
 def convert_contrib_matmuls(model: onnx.ModelProto) -> WidenReport:
@@ -318,37 +361,13 @@ def convert_contrib_matmuls(model: onnx.ModelProto) -> WidenReport:
     Symmetric 4/2-bit MatMulNBits become DequantizeLinear INT4 + MatMul (same values); the rest
     (NF4/FP4, zero points, act-order) become a float weight.
     """
-    report = _Widener(model, "int4", only_contrib=True).run()
-    if report.nodes:
-        _drop_unused_opsets(model)
-    return report
-
-
-def _drop_unused_opsets(model: onnx.ModelProto) -> None:
-    used = {n.domain for n in model.graph.node}
-    keep = [o for o in model.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
+    convert = WidenWeights("int4", only_contrib=True)
+    convert.apply(model)
+    return convert.report
 
 
 def lower_opset(model: onnx.ModelProto, floor: int) -> int:
-    """Lower the default-domain opset towards ``floor`` as far as the checker allows; returns it.
-
-    A quantizer raises the opset for the types it writes (INT2 needs 25, INT4 21); once widening
-    has removed them, older TensorRT parsers want the lowest opset the graph still validates at.
-    Type-only schema changes between opsets are all this relies on: a node whose schema changed
-    shape (a new input, a new op) fails the full check and the opset stays where it was.
-    """
-    current = opset_version(model)
-    if current <= floor:
-        return current
-    entry = next(o for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    for version in range(floor, current):
-        entry.version = version
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
-            continue
-        return version
-    entry.version = current
-    return current
+    """Lower ``model``'s default-domain opset towards ``floor`` in place (see :class:`LowerOpset`); returns it."""
+    lower = LowerOpset(floor)
+    lower.apply(model)
+    return lower.version
