@@ -33,10 +33,15 @@ class GraphPass(ir.passes.InPlacePass):
         """Run the pass on ``model`` (converted to onnx-ir and back in place); True if it changed."""
         result = self(ir.serde.deserialize_model(model))
         if result.modified:
-            described = {info.name for info in model.graph.value_info}
-            model.CopyFrom(ir.serde.serialize_model(result.model))
-            _drop_initializer_value_info(model.graph, described)
+            serialize_into(model, result.model, {info.name for info in model.graph.value_info})
         return result.modified
+
+
+def serialize_into(proto: onnx.ModelProto, model: ir.Model, described: set[str]) -> None:
+    """Write ``model`` over ``proto`` (in place), keeping ``value_info`` of initializers only for
+    the names in ``described`` (those the protobuf model described before it was converted)."""
+    proto.CopyFrom(ir.serde.serialize_model(model))
+    _drop_initializer_value_info(proto.graph, described)
 
 
 def _drop_initializer_value_info(graph: onnx.GraphProto, keep: set[str]) -> None:
