@@ -128,6 +128,14 @@ def nodes_by_name(graph: ir.Graph) -> dict[str, ir.Node]:
     return {node.name or "": node for node in graph}
 
 
+def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    """Every named value of the top-level graph: inputs, initializers and node outputs."""
+    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
+    values.update(graph.initializers)
+    for node in graph:
+        values.update((v.name, v) for v in node.outputs if v.name)
+    return values
+
 class NameMaker(FreshNames):
     """Fresh value and node names that never collide with existing ones in the graph."""
 

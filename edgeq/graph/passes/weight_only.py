@@ -24,7 +24,16 @@ from onnx import helper, numpy_helper
 
 from edgeq.graph.formats import Emitted
 from edgeq.graph.opset import set_opset
-from edgeq.graph.passes.base import NameMaker, constant, input_value, serialize_into, set_initializer, tidy, to_ir
+from edgeq.graph.passes.base import (
+    NameMaker,
+    constant,
+    input_value,
+    serialize_into,
+    set_initializer,
+    tidy,
+    to_ir,
+    values_by_name,
+)
 from edgeq.graph.quantizable import WEIGHT_INPUT, find_quantizable
 
 FLOAT_TYPES: dict[int, type[np.floating]] = {int(onnx.TensorProto.FLOAT): np.float32, int(onnx.TensorProto.FLOAT16): np.float16}
@@ -159,14 +168,6 @@ def read_weight(model: onnx.ModelProto | ir.Model, target: WeightTarget) -> np.n
     return _as_matrix(constant(value), target)
 
 
-def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
-    """Every named top-level value: graph inputs, initializers and node outputs."""
-    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
-    values.update(graph.initializers)
-    for node in graph:
-        values.update((v.name, v) for v in node.outputs if v.name)
-    return values
-
 
 @dataclass
 class WeightOnlyRewriter:
@@ -196,7 +197,7 @@ class WeightOnlyRewriter:
         graph = self.ir_model.graph
         self._nodes = list(graph)
         self._position = {node: index for index, node in enumerate(self._nodes)}
-        self._values = _values_by_name(graph)
+        self._values = values_by_name(graph)
         self.names = NameMaker(graph)
 
     def prefix(self, target: WeightTarget) -> str:
@@ -333,7 +334,7 @@ class WeightOnlyRewriter:
     def _register(self, tensor: onnx.TensorProto) -> None:
         """An emitted initializer into the graph (onnx-ir wraps the protobuf tensor, no copy)."""
         wrapped = ir.serde.deserialize_tensor(tensor)
-        value = ir.Value(name=tensor.name, type=ir.TensorType(wrapped.dtype), shape=ir.Shape(wrapped.shape), const_value=wrapped)
+        value = ir.Value(name=tensor.name, type=ir.TensorType(wrapped.dtype), shape=ir.Shape(tensor.dims), const_value=wrapped)
         self.ir_model.graph.register_initializer(value)
         self._values[tensor.name] = value
 
