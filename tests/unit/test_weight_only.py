@@ -320,3 +320,35 @@ def test_layer_statistics_leave_padding_tokens_out() -> None:
         np.testing.assert_allclose(stats.hessian, rows.T @ rows / len(rows), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
         np.testing.assert_allclose(stats.mean, rows.mean(0), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
         np.testing.assert_allclose(stats.magnitudes, np.abs(rows).mean(0), rtol=1e-5, atol=1e-6)  # type: ignore[arg-type]
+
+
+def test_targets_and_weights_read_alike_from_protobuf_and_onnx_ir() -> None:
+    """plan_targets reads Gemm's attributes and bias, a Constant-node weight counts, and
+    read_weight gives one [rows, cols] matrix from a protobuf model, an ir.Model or the rewriter."""
+    import onnx_ir as ir
+
+    from edgeq.graph.passes.weight_only import WeightOnlyRewriter, plan_targets, read_weight
+
+    rng = np.random.default_rng(3)
+    w_gemm, c, w_const = (rng.normal(size=s).astype(np.float32) for s in ((64, 32), (32,), (32, 16)))
+    nodes = [
+        helper.make_node("Gemm", ["x", "Wg", "C"], ["g"], name="fc", alpha=0.5, beta=2.0),
+        helper.make_node("Constant", [], ["Wc"], value=numpy_helper.from_array(w_const, "Wc")),
+        helper.make_node("MatMul", ["g", "Wc"], ["y"], name="proj"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16])],
+        [numpy_helper.from_array(w_gemm, "Wg"), numpy_helper.from_array(c, "C")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    targets, left = plan_targets(model, include_embeddings=True)
+    assert not left
+    gemm, matmul = targets
+    assert (gemm.rows, gemm.cols, gemm.transpose, gemm.alpha, gemm.bias, gemm.beta) == (32, 64, True, 0.5, "C", 2.0)
+    assert (matmul.weight, matmul.rows, matmul.cols, matmul.output) == ("Wc", 16, 32, "y")
+    rewriter = WeightOnlyRewriter(model)
+    for target, expected in ((gemm, 0.5 * w_gemm.T), (matmul, w_const.T)):
+        for got in (read_weight(model, target), read_weight(ir.serde.deserialize_model(model), target), rewriter.weight(target)):
+            np.testing.assert_array_equal(got, expected)
+            assert got.flags.c_contiguous

@@ -33,10 +33,15 @@ class GraphPass(ir.passes.InPlacePass):
         """Run the pass on ``model`` (converted to onnx-ir and back in place); True if it changed."""
         result = self(ir.serde.deserialize_model(model))
         if result.modified:
-            described = {info.name for info in model.graph.value_info}
-            model.CopyFrom(ir.serde.serialize_model(result.model))
-            _drop_initializer_value_info(model.graph, described)
+            serialize_into(model, result.model, {info.name for info in model.graph.value_info})
         return result.modified
+
+
+def serialize_into(proto: onnx.ModelProto, model: ir.Model, described: set[str]) -> None:
+    """Write ``model`` over ``proto`` (in place), keeping ``value_info`` of initializers only for
+    the names in ``described`` (those the protobuf model described before it was converted)."""
+    proto.CopyFrom(ir.serde.serialize_model(model))
+    _drop_initializer_value_info(proto.graph, described)
 
 
 def _drop_initializer_value_info(graph: onnx.GraphProto, keep: set[str]) -> None:
@@ -122,6 +127,14 @@ def nodes_by_name(graph: ir.Graph) -> dict[str, ir.Node]:
     """Top-level nodes by name (run :func:`ensure_node_names` first if names may be missing)."""
     return {node.name or "": node for node in graph}
 
+
+def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
+    """Every named value of the top-level graph: inputs, initializers and node outputs."""
+    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
+    values.update(graph.initializers)
+    for node in graph:
+        values.update((v.name, v) for v in node.outputs if v.name)
+    return values
 
 class NameMaker(FreshNames):
     """Fresh value and node names that never collide with existing ones in the graph."""

@@ -34,6 +34,7 @@ from edgeq.graph.passes.base import (
     single_reader,
     tidy,
     to_ir,
+    values_by_name,
 )
 
 MIN_OPSET = 13  # per-channel Q/DQ (axis attribute)
@@ -210,7 +211,7 @@ class InsertQdq(GraphPass):
         graph = model.graph
         names = NameMaker(graph)
         by_name = nodes_by_name(graph)
-        values = _values_by_name(graph)
+        values = values_by_name(graph)
         for tensor, tensor_readers in self.plan.activations.items():
             self._activation(graph, names, by_name, values[tensor], tensor_readers)
         for node_name, wq in self.weights.items():
@@ -253,11 +254,3 @@ class InsertQdq(GraphPass):
             bias = set_initializer(graph, names(f"{base}_bias_corrected"), np.asarray(wq.bias, np.float32))
             set_input(by_name[target_name], slot, bias)
 
-
-def _values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
-    """Every named value of the top-level graph: inputs, initializers and node outputs."""
-    values: dict[str, ir.Value] = {v.name: v for v in graph.inputs if v.name}
-    values.update(graph.initializers)
-    for node in graph:
-        values.update((v.name, v) for v in node.outputs if v.name)
-    return values

@@ -7,12 +7,13 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 from onnx import helper
 
 from edgeq.calibrate.collector import INTRA_OP_THREADS, expose_tensors
 from edgeq.errors import UnsupportedError
+from edgeq.graph.passes.base import NameMaker, constant, input_value
 from edgeq.graph.passes.weight_only import WeightTarget
-from edgeq.graph.proto import GraphIndex, NameMaker, remove_unused_initializers
 from edgeq.graph.session import cpu_session
 from edgeq.numerics.allocation import OutputError
 
@@ -34,6 +35,18 @@ def _downstream(graph: onnx.GraphProto, start: int) -> tuple[list[onnx.NodeProto
             produced.update(node.output)
             nodes.append(node)
     return nodes, produced
+
+
+def _fed_value(name: str, dtype: np.dtype, shape: Sequence[int]) -> ir.Value:
+    """A graph input of ``dtype`` and ``shape`` for a tensor the probe is fed."""
+    return ir.Value(name=name, type=ir.TensorType(ir.DataType.from_numpy(np.dtype(dtype))), shape=ir.Shape(list(shape)))
+
+
+def _drop_unread_initializers(graph: ir.Graph) -> None:
+    """Remove initializers no node reads (the fed weights'), keeping every node where it is."""
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and not value.is_graph_output():
+            del graph.initializers[name]
 
 
 class WeightProbe:
@@ -58,34 +71,36 @@ class WeightProbe:
         self, model: onnx.ModelProto, targets: Sequence[WeightTarget], batches: list[dict[str, np.ndarray]],
         mask_name: str | None, downstream_only: bool = True, with_bias: bool = False,
     ) -> None:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        index = GraphIndex(model.graph)
+        # onnx-ir wraps ``model``'s tensors without copying them; the rewiring below leaves ``model``
+        # as it is, and the target weights (fed instead) are not serialised into the probe.
+        probe = ir.serde.deserialize_model(model)
+        nodes = list(probe.graph)
         names = NameMaker(probe.graph)
         self.targets = list(targets)
         self.inputs: list[str] = []
         self.stored: list[np.ndarray] = []
         for target in self.targets:
-            node = probe.graph.node[target.node_index]
+            node = nodes[target.node_index]
             position = 0 if target.is_embedding else 1
-            if node.input[position] != target.weight:
+            weight = input_value(node, position)
+            if weight is None or weight.name != target.weight:
                 raise ValueError(f"{target.name}: input {position} is not the weight {target.weight}")
-            value = index.constant(target.weight)
+            value = constant(weight)
             if value is None:
                 raise ValueError(f"{target.weight} is not a constant")
-            name = names(f"edgeq_probe_{target.weight}")
-            node.input[position] = name
-            elem = helper.np_dtype_to_tensor_dtype(np.dtype(target.dtype))
-            probe.graph.input.append(helper.make_tensor_value_info(name, elem, list(value.shape)))
-            self.inputs.append(name)
+            fed = _fed_value(names(f"edgeq_probe_{target.weight}"), target.dtype, value.shape)
+            node.replace_input_with(position, fed)
+            probe.graph.inputs.append(fed)
+            self.inputs.append(fed.name or "")
             self.stored.append(np.ascontiguousarray(value.astype(target.dtype)))
-        self.node_index = [t.node_index for t in self.targets]
         self.bias_inputs: dict[int, str] = {}
         if with_bias:
-            self._add_bias_inputs(probe, names)
-        remove_unused_initializers(probe.graph)
-        self.probe = probe
-        self.session = _session(probe)
+            self._add_bias_inputs(probe.graph, [nodes[t.node_index] for t in self.targets], names)
+        position_of = {node: index for index, node in enumerate(probe.graph)}
+        self.node_index = [position_of[nodes[t.node_index]] for t in self.targets]
+        _drop_unread_initializers(probe.graph)
+        self.probe = ir.serde.serialize_model(probe)
+        self.session = _session(self.probe)
         self.output_names = [o.name for o in self.session.get_outputs() if "float" in o.type]
         if not self.output_names:
             raise UnsupportedError("the model has no float output to measure quantization error on")
@@ -99,30 +114,19 @@ class WeightProbe:
         crossings = self._plan_cuts() if downstream_only else []
         self.reference = [self._reference(b, crossings) for b in range(len(batches))]
 
-    def _add_bias_inputs(self, probe: onnx.ModelProto, names: NameMaker) -> None:
+    def _add_bias_inputs(self, graph: ir.Graph, nodes: list[ir.Node], names: NameMaker) -> None:
         """``output = product + bias_i`` after every MatMul/Gemm target, ``bias_i`` a graph input."""
-        after: dict[int, int] = {}
-        for i, target in enumerate(self.targets):
-            if not target.is_embedding:
-                after[target.node_index] = i
-        nodes: list[onnx.NodeProto] = []
-        for index, node in enumerate(probe.graph.node):
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            nodes.append(copy)
-            i = after.get(index, -1)
-            if i < 0:
+        for i, (target, node) in enumerate(zip(self.targets, nodes, strict=True)):
+            if target.is_embedding:
                 continue
-            target = self.targets[i]
-            self.node_index[i] = len(nodes) - 1
-            product, bias = names(f"{target.output}_edgeq_product"), names(f"edgeq_probe_bias_{target.weight}")
-            copy.output[0] = product
-            nodes.append(helper.make_node("Add", [product, bias], [target.output], name=names(f"{target.name}_edgeq_bias")))
-            elem = helper.np_dtype_to_tensor_dtype(np.dtype(target.dtype))
-            probe.graph.input.append(helper.make_tensor_value_info(bias, elem, [target.rows]))
-            self.bias_inputs[i] = bias
-        del probe.graph.node[:]
-        probe.graph.node.extend(nodes)
+            product = node.outputs[0]
+            product.name, bias_name = names(f"{target.output}_edgeq_product"), names(f"edgeq_probe_bias_{target.weight}")
+            output = ir.Value(name=target.output, type=product.type, shape=product.shape)
+            product.replace_all_uses_with(output, replace_graph_outputs=True)
+            bias = _fed_value(bias_name, target.dtype, (target.rows,))
+            graph.insert_after(node, ir.Node("", "Add", [product, bias], outputs=[output], name=names(f"{target.name}_edgeq_bias")))
+            graph.inputs.append(bias)
+            self.bias_inputs[i] = bias_name
 
     # -- downstream parts ---------------------------------------------------------------------
 

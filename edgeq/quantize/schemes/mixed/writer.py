@@ -10,7 +10,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.graph.formats import Emitted
-from edgeq.graph.passes.weight_only import WeightOnlyRewriter, read_weight
+from edgeq.graph.passes.weight_only import WeightOnlyRewriter
 from edgeq.numerics.allocation import Allocation, format_bytes
 from edgeq.numerics.weight_only import LayerStats
 from edgeq.quantize.config import MixedPrecisionConfig
@@ -67,7 +67,7 @@ def build_mixed(
             continue
         fitted = fits.get((i, fmt)) if fits is not None else None
         if fitted is None:
-            fitted = fit(read_weight(rewriter.model, target), target, fmt, config.block_size, method, stats)
+            fitted = fit(rewriter.weight(target), target, fmt, config.block_size, method, stats)
             if fits is not None:
                 fits[(i, fmt)] = fitted
         prefix = rewriter.prefix(target)

@@ -19,7 +19,6 @@ from edgeq.graph.passes.weight_only import (
     WeightOnlyRewriter,
     WeightTarget,
     plan_targets,
-    read_weight,
     weight_bytes,
 )
 from edgeq.numerics import weight_only as algorithms
@@ -136,7 +135,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
             group = groups.get(target.activation, [])
             if config.method is Method.AWQ and target.name not in fitted and target in group:
                 # One AWQ fit per shared input (Q, K, V together): one scale vector for all.
-                weights = [read_weight(rewriter.model, t) for t in group]
+                weights = [rewriter.weight(t) for t in group]
                 results = awq_group(codec, weights, config.block_size, stats[target.activation])
                 fitted.update({t.name: r for t, r in zip(group, results, strict=True)})
             readers = {t.node_index for t in group}
@@ -165,7 +164,7 @@ def _quantize_target(
     fitted: AlgorithmResult | None = None,
     readers: set[int] | None = None,
 ) -> NodeDecision:
-    w = read_weight(rewriter.model, target)
+    w = rewriter.weight(target)
     layer_stats = stats.get(target.activation)
     flat = fmt is OnnxFormat.BNB4 and not target.is_embedding and bnb4.flat_layout(target.rows, target.cols, config.block_size)
     chosen, note = data_free_fallback(
