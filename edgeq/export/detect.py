@@ -8,8 +8,12 @@ from those nodes, and the weakest weight format decides what the board must supp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import onnx
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
 
 CONTRIB = "com.microsoft"
 
@@ -55,32 +59,31 @@ if hasattr(onnx.TensorProto, "INT2"):
     _DQ_NAMES.update({onnx.TensorProto.INT2: "int2", onnx.TensorProto.UINT2: "int2"})
 
 
-def model_formats(model: onnx.ModelProto) -> ModelFormats:
+def model_formats(model: onnx.ModelProto | ir.Model) -> ModelFormats:
     """Count the quantized nodes of ``model`` by format (int8 Q/DQ, DQ weights, contrib MatMuls)."""
-    from edgeq.graph.proto import GraphIndex, get_attribute
+    from edgeq.graph.passes.base import is_constant, to_ir
 
-    index = GraphIndex(model.graph)
     found = ModelFormats()
-    for node in model.graph.node:
+    for node in to_ir(model).graph:
         if node.domain in ("", "ai.onnx"):
-            if node.op_type == "QuantizeLinear" and not index.is_constant(node.input[0]):
+            source = node.inputs[0] if node.inputs else None
+            if node.op_type == "QuantizeLinear" and not is_constant(source):
                 found.int8_activations += 1
-            elif node.op_type == "DequantizeLinear" and node.input[0] in index.initializers:
-                data_type = index.initializers[node.input[0]].data_type
-                weight = _DQ_NAMES.get(data_type, "other")
+            elif node.op_type == "DequantizeLinear" and source is not None and source.is_initializer() and source.const_value is not None:
+                weight = _DQ_NAMES.get(int(source.const_value.dtype), "other")
                 found.dq_weights[weight] = found.dq_weights.get(weight, 0) + 1
-                block = get_attribute(node, "block_size", 0)
+                block = node.attributes.get_int("block_size", 0)
                 if block:
-                    found.block_sizes.add(int(block))  # type: ignore[call-overload]
+                    found.block_sizes.add(block)
         elif node.domain == CONTRIB:
             if node.op_type == "MatMulNBits":
-                bits = int(get_attribute(node, "bits", 4))  # type: ignore[call-overload]
+                bits = node.attributes.get_int("bits", 4)
                 found.nbits[bits] = found.nbits.get(bits, 0) + 1
-                found.block_sizes.add(int(get_attribute(node, "block_size", 0)))  # type: ignore[call-overload]
+                found.block_sizes.add(node.attributes.get_int("block_size", 0))
             elif node.op_type == "MatMulBnb4":
-                kind = "nf4" if int(get_attribute(node, "quant_type", 1)) == 1 else "fp4"  # type: ignore[call-overload]
+                kind = "nf4" if node.attributes.get_int("quant_type", 1) == 1 else "fp4"
                 found.bnb4[kind] = found.bnb4.get(kind, 0) + 1
-                found.block_sizes.add(int(get_attribute(node, "block_size", 0)))  # type: ignore[call-overload]
+                found.block_sizes.add(node.attributes.get_int("block_size", 0))
             else:
                 found.other_contrib[node.op_type] = found.other_contrib.get(node.op_type, 0) + 1
     # int8 weight DQs of a W8A8 model are part of the int8 plan, not weight-only.

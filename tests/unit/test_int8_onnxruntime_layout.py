@@ -15,7 +15,7 @@ from edgeq.errors import ConfigError
 from edgeq.graph.passes.zero_point_centers import CentersToZeroPoints
 from edgeq.graph.trt_lint import lint_tensorrt
 from edgeq.quantize import Int8Config, QuantizeInputs, quantize
-from edgeq.quantize.schemes.int8.sequential import weight_qmax
+from edgeq.quantize.schemes.int8.layer_weights import weight_qmax
 from tests.unit.int8_graphs import images, mobilenet_block, run
 
 

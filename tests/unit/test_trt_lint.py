@@ -82,6 +82,13 @@ def test_unquantized_residual_is_caught():
     assert _rules(_conv_add_graph(quantize_residual=False)) == {"unquantized-residual": "residual_add"}
 
 
+def test_lint_reads_onnx_ir_models_as_it_reads_protobuf():
+    import onnx_ir as ir
+
+    for model in (_conv_add_graph(zero_point=3, quantize_residual=False), _conv_add_graph(weight_axis=1)):
+        assert lint_tensorrt(ir.serde.deserialize_model(model)) == lint_tensorrt(model) != []
+
+
 def test_wrong_weight_axis_is_caught():
     assert _rules(_conv_add_graph(weight_axis=1)).get("weight-axis") == "w_DQ"
 

@@ -20,7 +20,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
-from edgeq.graph.proto import FreshNames, unique_node_names
+from edgeq.graph.names import FreshNames, unique_node_names
 
 
 class GraphPass(ir.passes.InPlacePass):
@@ -192,3 +192,10 @@ def ensure_node_names(graph: ir.Graph) -> int:
             node.name = name
             renamed += 1
     return renamed
+
+
+class NameNodes(GraphPass):
+    """Every node named, uniquely: plans, summaries and the sequential search refer to nodes by name."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model, ensure_node_names(model.graph) > 0)

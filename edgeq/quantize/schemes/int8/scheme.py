@@ -22,15 +22,16 @@ import onnx
 from edgeq.errors import ConfigError
 from edgeq.graph.ops import COMPUTE_OPS
 from edgeq.graph.opset import raise_opset
+from edgeq.graph.passes.base import NameNodes, constant, nodes_by_name, to_ir
 from edgeq.graph.passes.equalize import CrossLayerEqualization, find_equalization_pairs
 from edgeq.graph.passes.fold_batchnorm import FoldBatchNorm
 from edgeq.graph.passes.qdq import MIN_OPSET, InsertQdq, QdqPlan, WeightQuantization, plan_qdq
-from edgeq.graph.proto import ensure_node_names
 from edgeq.graph.quantizable import find_quantizable
 from edgeq.numerics.int8 import equalize as int8_equalize
 from edgeq.numerics.int8 import weights as int8_weights
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Int8Config
+from edgeq.quantize.schemes.int8.layer_weights import weight_qmax
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
 # Samples the layer-by-layer search keeps in memory (two streams of live activations).
@@ -56,8 +57,6 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> str | None:
     if int32_bias.apply(model):
         done.append(f"{len(int32_bias.converted)} Gemm biases in int32 (fused to QGemm)")
     return ", ".join(done) or None
-
-
 
 
 def _take_batches(data: Any, samples: int) -> list[dict[str, np.ndarray]]:
@@ -105,14 +104,10 @@ def _equalize(model: onnx.ModelProto, data: Any, quantized: set[str], progress: 
 
 
 def _static_weights(model: onnx.ModelProto, plan: QdqPlan, clipping: str, reduce_range: bool) -> dict[str, WeightQuantization]:
-    from edgeq.graph.proto import GraphIndex
-    from edgeq.quantize.schemes.int8.sequential import weight_qmax
-
-    index = GraphIndex(model.graph)
-    by_name = {n.name: n for n in model.graph.node}
+    by_name = nodes_by_name(to_ir(model).graph)
     out: dict[str, WeightQuantization] = {}
     for name in plan.nodes:
-        weight = index.constant(by_name[name].input[1])
+        weight = constant(by_name[name].inputs[1])
         assert weight is not None
         axis = plan.weight_axes[name]
         qmax = weight_qmax(by_name[name], weight, reduce_range)
@@ -143,7 +138,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         raise ConfigError("int8 activations need calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict()["_data"])
     model = raise_opset(model, MIN_OPSET, "per-channel Q/DQ", f"export the model with opset >= {MIN_OPSET}")
-    ensure_node_names(model.graph)
+    NameNodes().apply(model)
     if config.fold_batchnorm:
         fold = FoldBatchNorm()
         fold.apply(model)
@@ -235,8 +230,6 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         gptq_channels = {}
         if config.bias_correction:
             summary.notes.append("bias correction skipped: it needs --data (samples through the quantized layers)")
-
-    from edgeq.quantize.schemes.int8.sequential import weight_qmax
 
     before = {n.name: n for n in model.graph.node}
     act_of = {name: before[name].input[0] for name in plan.nodes}
