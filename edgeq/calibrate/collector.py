@@ -18,6 +18,7 @@ import onnx
 from edgeq.calibrate.observers.base import Observer
 from edgeq.data.source import DataSource
 from edgeq.errors import ConfigError, DataError
+from edgeq.graph.io import EXTERNAL_DATA_THRESHOLD
 from edgeq.graph.ops import INT8_PASSTHROUGH_OPS
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 from edgeq.graph.session import cpu_session
@@ -94,7 +95,7 @@ def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     """Typed value info of every tensor onnx shape inference can type (none inferred above 2 GB)."""
     graph = model.graph
     values = list(graph.value_info) + list(graph.input) + list(graph.output)
-    if model.ByteSize() < (1 << 31) - (1 << 26):
+    if model.ByteSize() < EXTERNAL_DATA_THRESHOLD:
         try:
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
             values = list(inferred.graph.value_info) + values

@@ -12,11 +12,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeq.graph.ops import COMPUTE_OPS
+
 # op type -> index of the weight input
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1, "Gather": 0}
 # op type -> index of the activation input
 ACTIVATION_INPUT = {"Conv": 0, "ConvTranspose": 0, "MatMul": 0, "Gemm": 0, "Gather": 1}
-COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ def cpu_session(
     threads: int | None = None,
     optimize: bool = True,
     spin: bool = True,
+    arena: bool = True,
     error: type[EdgeqError] = ConfigError,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU provider, quiet (log severity 3).
@@ -53,6 +54,8 @@ def cpu_session(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not arena:
+        options.enable_cpu_mem_arena = False
     options.log_severity_level = 4  # errors arrive as exceptions, said once
     try:
         if not isinstance(model, onnx.ModelProto):

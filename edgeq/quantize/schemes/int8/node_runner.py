@@ -15,24 +15,17 @@ import onnx_ir as ir
 from onnx import helper, numpy_helper
 
 from edgeq.graph.passes.base import constant
+from edgeq.graph.session import cpu_session
 
 
 class NodeRunner:
     """Runs single nodes of a model in onnxruntime; the weight of a compute node is an input."""
 
     def __init__(self, model: ir.Model, threads: int) -> None:
-        import onnxruntime as ort
-
-        self._ort = ort
+        self.threads = threads
         self.opset_imports = [helper.make_opsetid(domain, version) for domain, version in model.opset_imports.items()]
         self.ir_version = model.ir_version
         self.sessions: dict[tuple[str, bool], Any] = {}
-        self.options = ort.SessionOptions()
-        self.options.intra_op_num_threads = threads
-        self.options.inter_op_num_threads = 1
-        self.options.log_severity_level = 4  # errors arrive as exceptions, said once
-        # Hundreds of one-node sessions: an arena per session would keep each one's peak forever.
-        self.options.enable_cpu_mem_arena = False
 
     def _session(self, node: ir.Node, weight_as_input: bool, feeds: dict[str, np.ndarray]) -> Any:
         key = (node.name or "", weight_as_input)
@@ -56,7 +49,8 @@ class NodeRunner:
         graph = helper.make_graph([proto], f"node_{node.name}", inputs, outputs, inits)
         model = helper.make_model(graph, opset_imports=self.opset_imports)
         model.ir_version = self.ir_version
-        session = self._ort.InferenceSession(model.SerializeToString(), self.options, providers=["CPUExecutionProvider"])
+        # Hundreds of one-node sessions: an arena per session would keep each one's peak forever.
+        session = cpu_session(model, purpose=f"node {node.name!r} alone", threads=self.threads, arena=False)
         self.sessions[key] = session
         return session
 
