@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -31,13 +31,16 @@ from edgeq.export.result import ExportResult
 from edgeq.export.verify import check_tensorrt_lint, verify_against_reference
 from edgeq.targets import PrecisionPlan, TargetProfile, check_plan, load_target
 
+if TYPE_CHECKING:
+    from edgeq.data.source import DataSource
+
 
 def export_bundle(
     model_path: str | Path,
     target: str | Path | TargetProfile,
     weights: str | None = None,
     activations: str | None = None,
-    data: str | Path | Any = None,
+    data: str | Path | DataSource | None = None,
     calib: str | Path | None = None,
     dla: bool = False,
     allow_widen: bool = False,
@@ -188,7 +191,7 @@ def _plan(
 
 
 def _verification_inputs(
-    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, source: Any
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, source: DataSource | None
 ) -> tuple[dict[str, np.ndarray], dict[str, list[int]], str, list[str]]:
     """(feeds, build shapes, what the feeds are, notes): one data sample, else synthetic inputs."""
     sample = next(iter(source.batches(1)), None) if source is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -18,6 +18,12 @@ from edgeq.errors import DataError
 from edgeq.export.detect import ModelFormats
 from edgeq.export.layout import CACHE_NAME
 from edgeq.targets import PrecisionPlan, TargetProfile
+
+if TYPE_CHECKING:
+    from edgeq.calibrate.table import CalibrationTable
+    from edgeq.data.source import DataSource
+    from edgeq.quantize.config import QuantizeConfig
+    from edgeq.quantize.summary import QuantizationSummary
 
 
 @dataclass
@@ -33,12 +39,12 @@ class Reference:
 
 
 def calibration_inputs(
-    data: Any, calib: str | Path | None, model: onnx.ModelProto, onnx_path: Path, formats: ModelFormats,
-    plan: PrecisionPlan, samples: int | None, batch_size: int,
-) -> tuple[Any, Any, list[str]]:
+    data: str | Path | DataSource | None, calib: str | Path | None, model: onnx.ModelProto, onnx_path: Path,
+    formats: ModelFormats, plan: PrecisionPlan, samples: int | None, batch_size: int,
+) -> tuple[DataSource | None, CalibrationTable | None, list[str]]:
     """(data source, calibration table, notes) from ``--data`` / ``--calib``, either or both absent."""
-    source = None
-    table = None
+    source: DataSource | None = None
+    table: CalibrationTable | None = None
     notes: list[str] = []
     if calib is not None:  # the one table reader, as edgeq quantize; with --data too, the data decides the ranges
         from edgeq.calibrate.table import BOTH_GIVEN_NOTE, load_calibration
@@ -55,7 +61,7 @@ def calibration_inputs(
 
 def reference_model(
     model: onnx.ModelProto, model_path: Path, formats: ModelFormats, plan: PrecisionPlan, profile: TargetProfile,
-    method: str | None, source: Any, table: Any, progress: bool,
+    method: str | None, source: DataSource | None, table: CalibrationTable | None, progress: bool,
 ) -> Reference:
     """The reference for ``plan`` (quantizing ``model`` when the plan asks and it is still float)."""
     if plan.quantization == "implicit":
@@ -76,7 +82,7 @@ def reference_model(
     return Reference(reference, ref_name, bundle_model, quantization=quant_summary)
 
 
-def _summary_record(summary: Any) -> dict[str, Any]:
+def _summary_record(summary: QuantizationSummary) -> dict[str, Any]:
     """The quantization summary as the manifest and ``--json`` carry it."""
     return {
         "text": summary.format_text(max_rows=0).splitlines()[0],
@@ -94,10 +100,10 @@ def _quantize(
     plan: PrecisionPlan,
     profile: TargetProfile,
     method: str | None,
-    source: Any,
-    table: Any,
+    source: DataSource | None,
+    table: CalibrationTable | None,
     progress: bool,
-) -> tuple[onnx.ModelProto, Any]:
+) -> tuple[onnx.ModelProto, QuantizationSummary]:
     from edgeq.quantize import Int8Config, QuantizeInputs, WeightOnlyConfig, quantize
 
     if plan.activations == "int8":
@@ -105,7 +111,7 @@ def _quantize(
             raise DataError("--activations int8 needs calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
         # TensorRT's rules for TensorRT boards; for onnxruntime the same numbers in the layout its
         # CPU kernels fuse (and, where the board file says so, weights that cannot saturate).
-        config: Any = (
+        config: QuantizeConfig = (
             Int8Config()
             if profile.uses_tensorrt
             else Int8Config(layout="onnxruntime", reduce_range=profile.onnx.int8_reduce_range)
@@ -130,7 +136,7 @@ def _quantize(
 
 
 def _implicit(
-    model: onnx.ModelProto, formats: ModelFormats, plan: PrecisionPlan, source: Any, table: Any, progress: bool
+    model: onnx.ModelProto, formats: ModelFormats, plan: PrecisionPlan, source: DataSource | None, table: CalibrationTable | None, progress: bool
 ) -> tuple[str, onnx.ModelProto, onnx.ModelProto, str]:
     """(cache text, bundle model, reference, reference name) for DLA's implicit int8."""
     from edgeq.calibrate.trt_cache import format_cache
