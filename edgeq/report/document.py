@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeq.errors import ConfigError
-from edgeq.report.analysis import compare_summary, profile_summary
+from edgeq.report.analysis import compare_summary, decoder_summary, profile_summary
 from edgeq.report.inputs import (
     COMPARE_TYPE,
     COMPARE_VERSION,
+    DECODER_COMPARE_TYPE,
+    DECODER_COMPARE_VERSION,
     as_plain,
     normalize_benchmark,
     normalize_compare,
+    normalize_decoder_compare,
     sanitize_json,
     section_kind,
 )
@@ -114,6 +117,20 @@ def compare_section(result: Any, title: str | None = None, reference_label: str 
     }
 
 
+def decoder_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
+    """A language-model comparison; ``compare`` holds the ``edgeq.DecoderCompareResult`` envelope."""
+    compare = normalize_decoder_compare(result)
+    if reference_label is None:
+        reference_label = _precision_label(compare["reference"])
+    return {
+        "kind": "decoder",
+        "title": title or f"Compare (decoder): {_display_name(compare['reference'])}",
+        "reference_label": reference_label,
+        "compare": {"_type": DECODER_COMPARE_TYPE, "_version": DECODER_COMPARE_VERSION, "_data": compare},
+        "summary": decoder_summary(compare, reference_label),
+    }
+
+
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
@@ -149,6 +166,8 @@ def _section(spec: ReportSection, index: int) -> dict[str, Any]:
         kind = section_kind(raw)
         if kind == "profile":
             return profile_section(raw, spec.title, spec.target)
+        if kind == "decoder":
+            return decoder_section(raw, spec.title, spec.reference_label)
         return compare_section(raw, spec.title, spec.reference_label)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
