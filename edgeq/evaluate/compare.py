@@ -77,9 +77,7 @@ class CompareResult(Serializable):
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> CompareResult:
-        variants = [VariantResult(**v) for v in data.get("variants", [])]
-        rest = {k: v for k, v in data.items() if k != "variants"}
-        return cls(variants=variants, **rest)
+        return cls(**with_variants(data))
 
     def format_text(self, max_layers: int = 8) -> str:
         """The table ``edgeq compare`` prints."""
@@ -102,6 +100,11 @@ class CompareResult(Serializable):
                 for layer in v.layers[:max_layers]:
                     lines.append(f"    {layer['sqnr_db']:7.2f} dB  {layer['tensor']} ({layer['op_type']})")
         return "\n".join(lines)
+
+
+def with_variants(data: dict[str, Any]) -> dict[str, Any]:
+    """A result's data dict with its ``variants`` rebuilt as ``VariantResult`` objects."""
+    return {**data, "variants": [VariantResult(**v) for v in data.get("variants", [])]}
 
 
 def _format_metric(key: str, value: float) -> str:

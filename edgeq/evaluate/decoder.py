@@ -37,6 +37,7 @@ from edgeq.evaluate.compare import (
     file_bytes,
     quantized_layer_tensors,
     unique_names,
+    with_variants,
 )
 from edgeq.evaluate.kv_cache import KVLayout, KVSession, kv_layout
 from edgeq.serialization import Serializable
@@ -88,9 +89,7 @@ class DecoderCompareResult(Serializable):
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> DecoderCompareResult:
-        variants = [VariantResult(**v) for v in data.get("variants", [])]
-        rest = {k: v for k, v in data.items() if k != "variants"}
-        return cls(variants=variants, **rest)
+        return cls(**with_variants(data))
 
     def format_text(self, max_layers: int = 8) -> str:
         """The table ``edgeq compare`` prints for decoders."""

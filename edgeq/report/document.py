@@ -104,31 +104,28 @@ def _precision_label(path: str) -> str:
     return names[max(floats, key=lambda t: floats[t])] if floats else "reference"
 
 
-def compare_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
-    compare = normalize_compare(result)
+def _comparison(kind: str, compare: dict[str, Any], envelope: tuple[str, int], heading: str,
+                title: str | None, reference_label: str | None) -> dict[str, Any]:
     if reference_label is None:
         reference_label = _precision_label(compare["reference"])
+    summary = decoder_summary if kind == "decoder" else compare_summary
     return {
-        "kind": "compare",
-        "title": title or f"Compare: {_display_name(compare['reference'])}",
+        "kind": kind,
+        "title": title or f"{heading}: {_display_name(compare['reference'])}",
         "reference_label": reference_label,
-        "compare": {"_type": COMPARE_TYPE, "_version": COMPARE_VERSION, "_data": compare},
-        "summary": compare_summary(compare, reference_label),
+        "compare": {"_type": envelope[0], "_version": envelope[1], "_data": compare},
+        "summary": summary(compare, reference_label),
     }
+
+
+def compare_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
+    return _comparison("compare", normalize_compare(result), (COMPARE_TYPE, COMPARE_VERSION), "Compare", title, reference_label)
 
 
 def decoder_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
     """A language-model comparison; ``compare`` holds the ``edgeq.DecoderCompareResult`` envelope."""
-    compare = normalize_decoder_compare(result)
-    if reference_label is None:
-        reference_label = _precision_label(compare["reference"])
-    return {
-        "kind": "decoder",
-        "title": title or f"Compare (decoder): {_display_name(compare['reference'])}",
-        "reference_label": reference_label,
-        "compare": {"_type": DECODER_COMPARE_TYPE, "_version": DECODER_COMPARE_VERSION, "_data": compare},
-        "summary": decoder_summary(compare, reference_label),
-    }
+    envelope = (DECODER_COMPARE_TYPE, DECODER_COMPARE_VERSION)
+    return _comparison("decoder", normalize_decoder_compare(result), envelope, "Compare (decoder)", title, reference_label)
 
 
 def _read_json(path: Path) -> Any:
