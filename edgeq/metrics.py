@@ -58,6 +58,22 @@ METRICS: dict[str, MetricInfo] = {
     "embedding_cosine_p5": MetricInfo(
         "embedding cosine (p5)", "emb. cosine p5", "5th percentile of that cosine: the worst 5% of sentences"
     ),
+    # Language models (edgeq.evaluate.decoder): perplexity is the model's own, the rest against the reference.
+    "perplexity": MetricInfo(
+        "perplexity", "perplexity", "exp of the mean negative log-likelihood of the held-out text's next tokens (lower is better)"
+    ),
+    "perplexity_ratio": MetricInfo("perplexity / ref", "ppl / ref", "perplexity relative to the reference's"),
+    "next_token_agreement": MetricInfo(
+        "next-token agreement", "next-token agr.", "share of positions whose most likely next token matches the reference's",
+        percent=True,
+    ),
+    "greedy_agreement": MetricInfo(
+        "greedy agreement", "greedy agree",
+        "share of greedily generated tokens equal to the reference's at the same position", percent=True,
+    ),
+    "greedy_first_divergence": MetricInfo(
+        "first divergence", "1st divergence", "mean index of the first generated token that differs from the reference's"
+    ),
 }
 
 METRIC_LABELS: dict[str, str] = {key: info.label for key, info in METRICS.items()}
@@ -145,3 +161,59 @@ def confident_top1_agreement(reference_logits: np.ndarray, candidate_logits: np.
     if not confident.any():
         return float("nan"), 0
     return top1_agreement(ref[confident], cand[confident]), int(confident.sum())
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, in float64."""
+    x = np.asarray(logits, np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.sum(np.exp(x), axis=-1, keepdims=True))
+
+
+@dataclass
+class NextTokenSums:
+    """Teacher-forced next-token statistics of a candidate LM and its reference, as running sums.
+
+    ``tokens`` predictions were scored; ``*_nll`` are summed negative log-likelihoods of the true
+    next token (nats), ``top1_matches`` counts predictions whose argmax equals the reference's,
+    ``kl`` sums KL(P_ref || P_cand) per prediction. Sums, so chunks and sequences simply add up.
+    """
+
+    tokens: int = 0
+    reference_nll: float = 0.0
+    candidate_nll: float = 0.0
+    top1_matches: int = 0
+    kl: float = 0.0
+
+    def add(self, reference_logits: np.ndarray, candidate_logits: np.ndarray, targets: np.ndarray, block: int = 64) -> None:
+        """Score ``[..., vocab]`` logits against ``targets`` (same leading shape), ``block`` rows at a time
+        (a 50k-token vocabulary in float64 is 400 KB a row)."""
+        vocab = np.shape(reference_logits)[-1]
+        ref = np.asarray(reference_logits).reshape(-1, vocab)
+        cand = np.asarray(candidate_logits).reshape(-1, vocab)
+        tgt = np.asarray(targets, np.int64).reshape(-1)
+        for lo in range(0, tgt.size, block):
+            r = log_softmax(ref[lo : lo + block])
+            c = log_softmax(cand[lo : lo + block])
+            rows = np.arange(r.shape[0])
+            t = tgt[lo : lo + block]
+            self.reference_nll -= float(r[rows, t].sum())
+            self.candidate_nll -= float(c[rows, t].sum())
+            self.top1_matches += int(np.sum(r.argmax(axis=1) == c.argmax(axis=1)))
+            self.kl += float(np.sum(np.exp(r) * (r - c)))
+        self.tokens += int(tgt.size)
+
+
+def perplexity(nll_sum: float, tokens: int) -> float:
+    """exp(mean negative log-likelihood per token)."""
+    return float(np.exp(nll_sum / tokens)) if tokens else float("nan")
+
+
+def greedy_agreement(reference_tokens: np.ndarray, candidate_tokens: np.ndarray) -> tuple[float, float]:
+    """Two greedy generations [prompts, new_tokens] compared: (share of positions with the same
+    token, mean index of the first differing token, which is ``new_tokens`` when none differs)."""
+    ref = np.asarray(reference_tokens)
+    cand = np.asarray(candidate_tokens)
+    same = ref == cand
+    first = np.where(same.all(axis=1), ref.shape[1], np.argmin(same, axis=1))
+    return float(same.mean()), float(first.mean())

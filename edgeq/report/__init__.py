@@ -15,6 +15,8 @@ The JSON twin (``--json``) is ``{"_type": "edgeq.Report", "_version": 1, "_data"
   "energy_above_idle_per_inference_mj", "average_power_w", "energy_reason"}}``
 - ``{"kind": "compare", "title", "reference_label", "compare": <edgeq.CompareResult envelope>,
   "summary": {"accuracy_metric", "pareto_front": {"size": [names], "latency": [names]}}}``
+- ``{"kind": "decoder", "title", "reference_label", "compare": <edgeq.DecoderCompareResult envelope>,
+  "summary": {"accuracy_metric": "perplexity", "pareto_front": {"size": [names]}}}``
 
 Energy numbers are null whenever ``energy_available`` is false (``energy_reason`` says why);
 non-finite values (an SQNR of infinity) are written as null. A CI gate reads, for example,

@@ -131,3 +131,24 @@ def compare_summary(compare: dict[str, Any], reference_name: str = "reference") 
     for cost in ("size", "latency"):
         fronts[cost] = [p["name"] for p in compare_points(compare, metric, cost, reference_name) if p["pareto"]]
     return {"accuracy_metric": metric, "pareto_front": fronts}
+
+
+def decoder_points(compare: dict[str, Any], reference_name: str = "reference") -> list[dict[str, Any]]:
+    """Reference + variants as (file size, perplexity) points; lower is better on both axes."""
+    points: list[dict[str, Any]] = []
+    ref_ppl = finite_or_none(compare.get("reference_perplexity"))
+    if compare["reference_file_bytes"] and ref_ppl is not None:
+        points.append({"name": reference_name, "x": float(compare["reference_file_bytes"]), "y": ref_ppl, "reference": True})
+    for index, variant in enumerate(compare["variants"]):
+        y = finite_or_none(variant["metrics"].get("perplexity"))
+        if variant["file_bytes"] and y is not None:
+            points.append({"name": variant["name"], "x": float(variant["file_bytes"]), "y": y, "reference": False, "index": index})
+    for point, on_front in zip(points, pareto_front([(p["x"], -p["y"]) for p in points]), strict=True):
+        point["pareto"] = on_front
+    return points
+
+
+def decoder_summary(compare: dict[str, Any], reference_name: str = "reference") -> dict[str, Any]:
+    """The perplexity-vs-size Pareto front, for the JSON and the table."""
+    front = [p["name"] for p in decoder_points(compare, reference_name) if p["pareto"]]
+    return {"accuracy_metric": "perplexity", "pareto_front": {"size": front}}

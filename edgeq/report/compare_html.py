@@ -118,7 +118,7 @@ def _tradeoff_block(section: dict[str, Any], pid: str) -> str:
     return "<h3>Accuracy against size and latency</h3>" + f'<div class="plots">{"".join(figs)}</div>'
 
 
-def _layers_block(section: dict[str, Any], limit: int = 10) -> str:
+def layers_block(section: dict[str, Any], limit: int = 10) -> str:
     compare = section["compare"]["_data"]
     cards = []
     for variant in compare["variants"]:
@@ -169,6 +169,6 @@ def render_compare(section: dict[str, Any], pid: str) -> str:
         f'<section class="report-section compare" id="{esc(pid)}"><h2>{esc(section["title"])}</h2>'
         f"{definition_list(rows)}{_energy_notice(compare)}<h3>Variants</h3>{_compare_table(section)}"
         f'<p class="note">{legend}. ★ size / ★ latency: on the Pareto front of accuracy against that cost.</p>'
-        f"{_tradeoff_block(section, pid)}{_layers_block(section)}</section>"
+        f"{_tradeoff_block(section, pid)}{layers_block(section)}</section>"
     )
 

@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeq.errors import ConfigError
-from edgeq.report.analysis import compare_summary, profile_summary
+from edgeq.report.analysis import compare_summary, decoder_summary, profile_summary
 from edgeq.report.inputs import (
     COMPARE_TYPE,
     COMPARE_VERSION,
+    DECODER_COMPARE_TYPE,
+    DECODER_COMPARE_VERSION,
     as_plain,
     normalize_benchmark,
     normalize_compare,
+    normalize_decoder_compare,
     sanitize_json,
     section_kind,
 )
@@ -101,17 +104,28 @@ def _precision_label(path: str) -> str:
     return names[max(floats, key=lambda t: floats[t])] if floats else "reference"
 
 
-def compare_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
-    compare = normalize_compare(result)
+def _comparison(kind: str, compare: dict[str, Any], envelope: tuple[str, int], heading: str,
+                title: str | None, reference_label: str | None) -> dict[str, Any]:
     if reference_label is None:
         reference_label = _precision_label(compare["reference"])
+    summary = decoder_summary if kind == "decoder" else compare_summary
     return {
-        "kind": "compare",
-        "title": title or f"Compare: {_display_name(compare['reference'])}",
+        "kind": kind,
+        "title": title or f"{heading}: {_display_name(compare['reference'])}",
         "reference_label": reference_label,
-        "compare": {"_type": COMPARE_TYPE, "_version": COMPARE_VERSION, "_data": compare},
-        "summary": compare_summary(compare, reference_label),
+        "compare": {"_type": envelope[0], "_version": envelope[1], "_data": compare},
+        "summary": summary(compare, reference_label),
     }
+
+
+def compare_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
+    return _comparison("compare", normalize_compare(result), (COMPARE_TYPE, COMPARE_VERSION), "Compare", title, reference_label)
+
+
+def decoder_section(result: Any, title: str | None = None, reference_label: str | None = None) -> dict[str, Any]:
+    """A language-model comparison; ``compare`` holds the ``edgeq.DecoderCompareResult`` envelope."""
+    envelope = (DECODER_COMPARE_TYPE, DECODER_COMPARE_VERSION)
+    return _comparison("decoder", normalize_decoder_compare(result), envelope, "Compare (decoder)", title, reference_label)
 
 
 def _read_json(path: Path) -> Any:
@@ -149,6 +163,8 @@ def _section(spec: ReportSection, index: int) -> dict[str, Any]:
         kind = section_kind(raw)
         if kind == "profile":
             return profile_section(raw, spec.title, spec.target)
+        if kind == "decoder":
+            return decoder_section(raw, spec.title, spec.reference_label)
         return compare_section(raw, spec.title, spec.reference_label)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None

@@ -67,6 +67,12 @@ def fmt_metric(name: str, value: Any) -> str:
         return f"{value:.1f} dB"
     if name == "kl_divergence":
         return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+    if name == "perplexity":
+        return f"{value:.3f}"
+    if name == "perplexity_ratio":
+        return f"{value:.4f}×"
+    if name == "greedy_first_divergence":
+        return f"{value:.1f}"
     if name == "confident_samples":
         return f"{int(value):,}"
     return f"{value:.5f}"

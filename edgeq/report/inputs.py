@@ -18,6 +18,9 @@ BENCHMARK_SCHEMA = "edgeq_runtime.BenchmarkResult"
 BENCHMARK_VERSION = 1
 COMPARE_TYPE = "edgeq.CompareResult"
 COMPARE_VERSION = 1
+DECODER_COMPARE_TYPE = "edgeq.DecoderCompareResult"
+DECODER_COMPARE_VERSION = 1
+DECODER_INT_KEYS = ("sequences", "scored_tokens", "chunk", "prompts", "prompt_tokens", "new_tokens")
 
 LATENCY_KEYS = ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")
 
@@ -301,13 +304,32 @@ def normalize_compare(result: Any, where: str = "compare result") -> dict[str, A
     return out
 
 
+def normalize_decoder_compare(result: Any, where: str = "decoder compare result") -> dict[str, Any]:
+    """A ``DecoderCompareResult`` (object, envelope or bare data dict) as a validated data dict.
+
+    Its variants have the same shape as a ``CompareResult``'s and are checked the same way.
+    """
+    raw = as_plain(result)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a DecoderCompareResult or its dict, found {type(raw).__name__}")
+    data = _unwrap(raw, DECODER_COMPARE_TYPE, DECODER_COMPARE_VERSION, where)
+    out = normalize_compare(data, where)
+    out["task"] = "decoder"
+    out["reference_perplexity"] = finite_or_none(data.get("reference_perplexity"))
+    for key in DECODER_INT_KEYS:
+        out[key] = int(data.get(key) or 0)
+    return out
+
+
 def section_kind(obj: Any) -> str:
-    """``"profile"`` or ``"compare"``: which kind of result an input is, by its shape."""
+    """``"profile"``, ``"compare"`` or ``"decoder"``: which kind of result an input is, by its shape."""
     raw = as_plain(obj)
     if isinstance(raw, dict):
         tag = raw.get("_type") or raw.get("schema")
         inner = raw.get("_data")
         data: dict[str, Any] = inner if isinstance(inner, dict) else raw
+        if tag == DECODER_COMPARE_TYPE or (tag is None and "reference_perplexity" in data):
+            return "decoder"
         if tag == COMPARE_TYPE or "variants" in data:
             return "compare"
         if tag == BENCHMARK_SCHEMA or "latency_ms" in data:
@@ -315,4 +337,4 @@ def section_kind(obj: Any) -> str:
         found = f"a dict with keys {', '.join(sorted(map(str, raw))[:6])}"
     else:
         found = type(obj).__name__
-    raise ConfigError(f"expected a BenchmarkResult or CompareResult (or their dicts), found {found}")
+    raise ConfigError(f"expected a BenchmarkResult or CompareResult (or a DecoderCompareResult, or their dicts), found {found}")

@@ -3,7 +3,7 @@
 No scripts, no fonts or styles from elsewhere, plots inlined as SVG; a Content-Security-Policy
 meta tag forbids any request so the page reads the same offline, in a CI artifact or in an
 e-mail attachment. The page is layout only: the stylesheet is in ``styles``, each section kind
-has its own renderer (``profile_html``, ``compare_html``), and every piece of text from a result
+has its own renderer (``profile_html``, ``compare_html``, ``decoder_html``), and every piece of text from a result
 passes through ``markup.esc`` on its way in.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeq.report.compare_html import render_compare
+from edgeq.report.decoder_html import render_decoder
 from edgeq.report.document import Report
 from edgeq.report.markup import esc
 from edgeq.report.profile_html import render_profile
@@ -22,6 +23,7 @@ from edgeq.report.styles import CSP, CSS
 RENDERERS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "profile": render_profile,
     "compare": render_compare,
+    "decoder": render_decoder,
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -33,6 +33,9 @@ from edgeq.graph.ops import COMPUTE_OPS
 from edgeq.graph.session import cpu_session, onnxruntime_message
 from edgeq.metrics import METRIC_SHORT_LABELS
 from edgeq.serialization import Serializable
+
+if TYPE_CHECKING:
+    from edgeq.evaluate.decoder import DecoderCompareResult, DecoderOptions
 
 LATENCY_THREADS = 2
 LATENCY_WARMUP = 5
@@ -74,9 +77,7 @@ class CompareResult(Serializable):
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> CompareResult:
-        variants = [VariantResult(**v) for v in data.get("variants", [])]
-        rest = {k: v for k, v in data.items() if k != "variants"}
-        return cls(variants=variants, **rest)
+        return cls(**with_variants(data))
 
     def format_text(self, max_layers: int = 8) -> str:
         """The table ``edgeq compare`` prints."""
@@ -99,6 +100,11 @@ class CompareResult(Serializable):
                 for layer in v.layers[:max_layers]:
                     lines.append(f"    {layer['sqnr_db']:7.2f} dB  {layer['tensor']} ({layer['op_type']})")
         return "\n".join(lines)
+
+
+def with_variants(data: dict[str, Any]) -> dict[str, Any]:
+    """A result's data dict with its ``variants`` rebuilt as ``VariantResult`` objects."""
+    return {**data, "variants": [VariantResult(**v) for v in data.get("variants", [])]}
 
 
 def _format_metric(key: str, value: float) -> str:
@@ -153,7 +159,7 @@ def quantized_layer_tensors(candidate: onnx.ModelProto, reference: onnx.ModelPro
     return found
 
 
-class _Session:
+class AccuracySession:
     """One model's accuracy session: its outputs plus the layer tensors compared with the reference's."""
 
     def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], label: str) -> None:
@@ -234,7 +240,7 @@ class _OutputAccumulator:
     def result(self) -> dict[str, float]:
         out = {
             "cosine": float(np.mean(np.concatenate(self.cosines))),
-            "sqnr_db": _sqnr_from_sums(self.signal, self.noise),
+            "sqnr_db": sqnr_from_sums(self.signal, self.noise),
         }
         if self.task == "classification":
             ref = np.concatenate(self.ref_logits)
@@ -254,13 +260,39 @@ class _OutputAccumulator:
         return out
 
 
-def _sqnr_from_sums(signal: float, noise: float) -> float:
+def sqnr_from_sums(signal: float, noise: float) -> float:
     if noise <= 0:
         return SQNR_CEILING_DB
     return float(min(10 * np.log10(max(signal, 1e-300) / noise), SQNR_CEILING_DB))
 
 
-def _unique_names(paths: list[Path]) -> list[str]:
+class LayerErrors:
+    """The SQNR of each quantized layer's output against the reference's, accumulated run by run.
+
+    Only two sums per tensor are kept, never the activations, so any amount of data fits.
+    """
+
+    def __init__(self, tensors: dict[str, str]) -> None:
+        self.tensors = tensors  # tensor name -> op type of the node computing it
+        self.sums = {t: [0.0, 0.0] for t in tensors}
+
+    def add(self, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> None:
+        for tensor, pair in self.sums.items():
+            r = reference[tensor].astype(np.float64)
+            e = r - candidate[tensor].astype(np.float64)
+            pair[0] += float(np.sum(r * r))
+            pair[1] += float(np.sum(e * e))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per layer, worst (lowest SQNR) first."""
+        rows: list[dict[str, Any]] = [
+            {"tensor": t, "sqnr_db": sqnr_from_sums(s, n), "op_type": self.tensors[t]} for t, (s, n) in self.sums.items()
+        ]
+        rows.sort(key=lambda row: float(row["sqnr_db"]))
+        return rows
+
+
+def unique_names(paths: list[Path]) -> list[str]:
     names: list[str] = []
     for path in paths:
         base = path.stem if path.suffix == ".onnx" else path.name
@@ -280,9 +312,17 @@ def compare_models(
     batch_size: int = 8,
     layers: bool = True,
     latency: bool = True,
-) -> CompareResult:
-    """Compare each candidate with ``reference`` on ``data`` (a ``--data`` spec or a DataSource)."""
+    decoder: DecoderOptions | None = None,
+) -> CompareResult | DecoderCompareResult:
+    """Compare each candidate with ``reference`` on ``data`` (a ``--data`` spec or a DataSource).
+
+    A reference that is a KV-cache decoder (``input_ids`` + ``past_key_values.N.*`` in,
+    ``logits`` + ``present.N.*`` out) is compared as a language model instead, on token data:
+    perplexity, next-token and greedy-generation agreement (``edgeq.evaluate.decoder``, tuned
+    by ``decoder``); the result is then a ``DecoderCompareResult``.
+    """
     from edgeq.data import load_data
+    from edgeq.evaluate.kv_cache import kv_layout
     from edgeq.frontends.resolve import load_model_spec
 
     if not candidates:
@@ -291,6 +331,13 @@ def compare_models(
     ref_model = load_model_spec(ref_path)
     cand_paths = [Path(c) for c in candidates]
     cand_models = [load_model_spec(p) for p in cand_paths]
+    if kv_layout(ref_model) is not None:
+        from edgeq.evaluate.decoder import DecoderOptions, compare_decoders
+
+        return compare_decoders(
+            ref_path, ref_model, cand_paths, cand_models, data,
+            samples=samples, layers=layers, options=decoder or DecoderOptions(),
+        )
     source = load_data(data, ref_model, samples=samples, batch_size=batch_size)
     task = detect_task(ref_model)
     ref_outputs = [o.name for o in ref_model.graph.output]
@@ -300,11 +347,11 @@ def compare_models(
             raise DataError(f"{path}: has no output {missing[0]!r} (the reference's first output); compare models of the same network")
     layer_maps = [quantized_layer_tensors(m, ref_model) if layers else {} for m in cand_models]
     all_layers = sorted({t for lm in layer_maps for t in lm})
-    ref_session = _Session(ref_model, all_layers, str(ref_path))
-    cand_sessions = [_Session(m, list(lm), str(p)) for m, lm, p in zip(cand_models, layer_maps, cand_paths, strict=True)]
+    ref_session = AccuracySession(ref_model, all_layers, str(ref_path))
+    cand_sessions = [AccuracySession(m, list(lm), str(p)) for m, lm, p in zip(cand_models, layer_maps, cand_paths, strict=True)]
     del cand_models
     accumulators = [_OutputAccumulator(task) for _ in cand_paths]
-    layer_sums = [{t: [0.0, 0.0] for t in lm} for lm in layer_maps]
+    layer_errors = [LayerErrors(lm) for lm in layer_maps]
     first_feeds: dict[str, np.ndarray] | None = None
     seen = 0
     main_output = ref_outputs[0]
@@ -312,14 +359,10 @@ def compare_models(
         if first_feeds is None:
             first_feeds = feeds
         ref_values = ref_session.run(feeds)
-        for acc, session, sums in zip(accumulators, cand_sessions, layer_sums, strict=True):
+        for acc, session, errors in zip(accumulators, cand_sessions, layer_errors, strict=True):
             values = session.run(feeds)
             acc.add(ref_values[main_output], values[main_output], feeds)
-            for tensor, pair in sums.items():
-                r = ref_values[tensor].astype(np.float64)
-                e = r - values[tensor].astype(np.float64)
-                pair[0] += float(np.sum(r * r))
-                pair[1] += float(np.sum(e * e))
+            errors.add(ref_values, values)
         seen += source.batch_samples(feeds)
     if first_feeds is None:
         raise DataError(f"{source.origin}: no samples to compare on")
@@ -329,20 +372,15 @@ def compare_models(
         reference=str(ref_path), data=str(source.origin), samples=seen, task=task,
         reference_latency_ms=ref_latency, reference_file_bytes=ref_bytes,
     )
-    for name, path, acc, sums, lm in zip(_unique_names(cand_paths), cand_paths, accumulators, layer_sums, layer_maps, strict=True):
+    for name, path, acc, errors in zip(unique_names(cand_paths), cand_paths, accumulators, layer_errors, strict=True):
         size = file_bytes(path)
-        layer_rows: list[dict[str, Any]] = [
-            {"tensor": t, "sqnr_db": _sqnr_from_sums(s, n), "op_type": lm[t]}
-            for t, (s, n) in sums.items()
-        ]
-        layer_rows.sort(key=lambda row: float(row["sqnr_db"]))
         result.variants.append(
             VariantResult(
                 name=name, path=str(path), file_bytes=size, size_ratio=size / ref_bytes if ref_bytes else 0.0,
                 metrics=acc.result(),
                 latency_ms=measure_latency(path, first_feeds) if latency else None,
                 energy_mj=None, energy_reason=ENERGY_REASON,
-                layers=layer_rows,
+                layers=errors.rows(),
             )
         )
     return result
