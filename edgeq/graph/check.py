@@ -7,8 +7,10 @@ decoder that onnxruntime runs fine could not be saved. Skipping the check would 
 mistake in such a graph, so instead: run the full check; if it fails, and every default-domain op
 the checker does not know is one onnxruntime defines, move exactly those nodes into a private
 domain (which the checker leaves alone, as it does ``com.microsoft``) on a side copy and run the
-full check again. Everything else is still checked, shape inference included; the nodes left out
-are reported, so the caller can say so once. Any other failure is raised unchanged.
+full check again. Everything else is still checked (structure, types, attributes, shape inference
+up to the first node onnx has no schema for: past it onnx reports no inference errors, for
+``com.microsoft`` nodes too); the nodes left out are reported, so the caller can say so once. Any
+other failure is raised.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class CheckReport:
         if self.value_info is not None:
             parts.append(f"the graph's value_info shape annotations disagree with onnx shape inference "
                          f"({self.value_info}): the check ran without them")
-        return "; ".join(parts) + "; the rest of the graph passed the full check" if parts else None
+        return "; ".join(parts) + ("; the rest passed it (onnx's shape inference stops reporting at the first op "
+                                   "it has no schema for)") if parts else None
 
 
 def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
@@ -133,10 +136,9 @@ def check_model_file(path: str | Path) -> CheckReport:
     except _CHECK_ERRORS as exc:
         first: BaseException = exc
     model = onnx.load(str(path), load_external_data=False)
-    unknown = checker_unknown_ops(model)
     versions = {_domain_key(o.domain): int(o.version) for o in model.opset_import}
-    if not all(_defined_by_onnxruntime(op, d, versions[d]) for d, op in unknown):
-        raise first
+    unknown = {(d, op): n for (d, op), n in checker_unknown_ops(model).items()
+               if _defined_by_onnxruntime(op, d, versions[d])}  # any other unknown op fails the check below
     if unknown:
         for node in _nodes(model.graph):
             if (_domain_key(node.domain), node.op_type) in unknown:
