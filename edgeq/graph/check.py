@@ -157,6 +157,6 @@ def check_model_file(path: str | Path) -> CheckReport:
         raise first
     return CheckReport(
         unchecked={op: n for (_, op), n in unknown.items()},
-        opsets={op: f"{'default domain' if not d else d} opset {versions[d]}" for d, op in unknown},
+        opsets={op: f"{d or 'default domain'} opset {versions[d]}" for d, op in unknown},
         value_info=value_info,
     )

@@ -73,9 +73,8 @@ class DecoderInfo(Serializable):
 
 def _dim(value: ir.Value, axis: int) -> int | None:
     shape = value.shape
-    if shape is None or len(shape) <= axis or not isinstance(shape[axis], int):
-        return None
-    return int(shape[axis])
+    dim = shape[axis] if shape is not None and len(shape) > axis else None
+    return int(dim) if isinstance(dim, int) else None
 
 
 def _kv_pairs(graph: ir.Graph) -> dict[int, dict[str, ir.Value]]:
