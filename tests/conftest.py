@@ -56,3 +56,17 @@ def text_sets(example_cache: Path) -> tuple[Path, Path]:
     from examples.datasets import build_text_sets
 
     return build_text_sets(example_cache)
+
+
+@pytest.fixture(scope="session")
+def builder_decoder(example_cache: Path) -> Path:
+    """model.onnx from onnxruntime-genai's builder (tiny random Llama, fp32 CPU), genai_config.json
+    beside it and the Hugging Face folder in hf/; skipped when the decoders extra is missing."""
+    import importlib.util
+
+    for package in ("transformers", "onnxruntime_genai"):  # found, not imported: the builder runs apart
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed (pip install 'edgeq[decoders]')")
+    from examples.builder_decoder import build_builder_decoder
+
+    return build_builder_decoder(example_cache)

@@ -46,7 +46,7 @@ def inspect_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     lint: str | None = typer.Option(None, "--lint", help="Check a Q/DQ model against a target's rules: tensorrt."),
 ) -> None:
-    """Show inputs, outputs, opsets, op histogram, parameters and quantizable nodes."""
+    """Show inputs, outputs, opsets, op histogram, parameters, quantizable nodes, and decoder facts."""
     if lint is not None:
         _lint(model, lint, as_json)
         return
@@ -72,6 +72,8 @@ def inspect_command(
     for dtype, nbytes in info.parameter_bytes_by_dtype.items():
         typer.echo(f"  {dtype}: {_human_bytes(nbytes)}")
     typer.echo("ops: " + ", ".join(f"{op} {n}" for op, n in info.op_histogram.items()))
+    if info.decoder is not None:
+        typer.echo(info.decoder.format_line())
     typer.echo(f"quantizable nodes: {len(info.quantizable)}")
     for q in info.quantizable:
         typer.echo(f"  {q['name']} ({q['op_type']}, weight {q['weight']} {q['shape']})")

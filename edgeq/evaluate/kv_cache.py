@@ -7,13 +7,11 @@ The layout is the one onnxruntime-genai and optimum write: inputs ``input_ids`` 
 A text of any length goes through in chunks, each chunk's ``present`` becoming the next one's
 ``past``, so memory is bounded by the chunk (and the cache), not the text.
 
-``kv_layout`` is a deliberately small check of the names and cache shapes only;
-``edgeq.graph.decoder`` will own the full recognizer.
+``kv_layout`` asks ``edgeq.graph.decoder`` (the one recognizer) what the cache looks like.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,9 +20,6 @@ import onnx
 
 from edgeq.errors import DataError
 from edgeq.evaluate.compare import AccuracySession
-
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
-_NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16}
 
 
 @dataclass(frozen=True)
@@ -39,27 +34,23 @@ class KVLayout:
 
 
 def kv_layout(model: onnx.ModelProto) -> KVLayout | None:
-    """The graph's KV-cache layout, or None when it is not a KV-cache decoder."""
-    inputs = {i.name: i for i in model.graph.input}
+    """The graph's KV-cache layout (from ``edgeq.graph.decoder``), or None when it is not a
+    KV-cache decoder this runner can feed (it needs ``input_ids``, ``attention_mask``, ``logits``
+    and concrete KV head counts and sizes)."""
+    from edgeq.graph.decoder import describe_decoder
+    from edgeq.graph.passes.base import to_ir
+
+    inputs = {i.name for i in model.graph.input}
     outputs = {o.name for o in model.graph.output}
-    past = {m.groups(): name for name in inputs if (m := _PAST.match(name))}
-    layers = sorted({int(index) for index, _ in past})
-    if not layers or "input_ids" not in inputs or "attention_mask" not in inputs or "logits" not in outputs:
+    if not {"input_ids", "attention_mask"} <= inputs or "logits" not in outputs:
         return None
-    if layers != list(range(len(layers))):
+    info = describe_decoder(to_ir(model))
+    if info is None or info.kv_heads is None or info.head_size is None:
         return None
-    for n in layers:
-        for kind in ("key", "value"):
-            if (str(n), kind) not in past or f"present.{n}.{kind}" not in outputs:
-                return None
-    first = inputs[past[("0", "key")]].type.tensor_type
-    dims = first.shape.dim
-    if len(dims) != 4 or not dims[1].HasField("dim_value") or not dims[3].HasField("dim_value"):
-        return None
-    dtype = _NP_TYPES.get(first.elem_type)
+    dtype = {"float": np.float32, "float16": np.float16}.get(info.kv_dtype)
     if dtype is None:
         return None
-    return KVLayout(len(layers), dims[1].dim_value, dims[3].dim_value, dtype, "position_ids" in inputs)
+    return KVLayout(info.layers, info.kv_heads, info.head_size, dtype, info.position_ids)
 
 
 class KVSession:

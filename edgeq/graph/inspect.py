@@ -1,4 +1,8 @@
-"""What is inside a model, at a glance: the first thing a user runs on an unfamiliar file."""
+"""What is inside a model, at a glance: the first thing a user runs on an unfamiliar file.
+
+A KV-cache decoder is also described as one (:mod:`edgeq.graph.decoder`): layers, heads, KV
+bytes per token; a decoder whose past and present tensors do not pair up is refused here.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
+from edgeq.graph.decoder import DecoderInfo, describe_decoder
 from edgeq.graph.io import load_model
 from edgeq.graph.quantizable import find_quantizable, initializer_map
 from edgeq.serialization import Serializable
@@ -25,7 +31,7 @@ class TensorInfo:
 @dataclass
 class ModelInfo(Serializable):
     schema_type = "edgeq.ModelInfo"
-    schema_version = 1
+    schema_version = 2  # 2: decoder
 
     path: str
     file_bytes: int
@@ -38,6 +44,14 @@ class ModelInfo(Serializable):
     parameter_bytes_by_dtype: dict[str, int]
     quantizable: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    decoder: DecoderInfo | None = None
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> ModelInfo:
+        info = super()._from_data(data)
+        if isinstance(info.decoder, dict):
+            info.decoder = DecoderInfo.from_dict(info.decoder, "decoder")
+        return info
 
 
 def _dtype_name(elem_type: int) -> str:
@@ -85,7 +99,9 @@ def inspect_model(path: str | Path) -> ModelInfo:
         params += count
         by_dtype[_dtype_name(tensor.data_type)] += tensor_nbytes(tensor)
     quantizable, skipped = find_quantizable(model, include_embeddings=True)
-    file_bytes = path.stat().st_size if path.is_file() else (path / "model.onnx").stat().st_size
+    model_file = path if path.is_file() else path / "model.onnx"
+    file_bytes = model_file.stat().st_size
+    decoder = describe_decoder(ir.serde.deserialize_model(model), model_file.parent)
     return ModelInfo(
         path=str(path),
         file_bytes=file_bytes,
@@ -101,4 +117,5 @@ def inspect_model(path: str | Path) -> ModelInfo:
             for q in quantizable
         ],
         skipped=[{"name": s.name, "op_type": s.op_type, "reason": s.reason} for s in skipped],
+        decoder=decoder,
     )

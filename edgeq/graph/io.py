@@ -2,8 +2,8 @@
 
 Models above protobuf's 2 GB limit must keep their weights in an external data file, and a
 half-written model is worse than none, so saving always goes through a temporary file and a
-rename, and the result is validated with ``onnx.checker`` (full check) before it replaces
-anything. This is the lowest I/O layer: it reads and writes files and never imports the
+rename, and the result is validated with ``onnx.checker`` (full check, as far as the checker
+knows the ops: :mod:`edgeq.graph.check`) before it replaces anything. This is the lowest I/O layer: it reads and writes files and never imports the
 frontends (a ``file.py:factory`` spec is resolved to a file above it).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ from google.protobuf.message import DecodeError
 
 from edgeq.errors import ModelLoadError
 from edgeq.fileio import OutputSet
+from edgeq.graph.check import check_model_file
+
+_log = logging.getLogger("edgeq.graph")
 
 # Protobuf refuses to serialise a message above 2 GiB; leave headroom for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -96,12 +100,16 @@ def save_model(
     external_data: bool | None = None,
     check: bool = True,
     outputs: OutputSet | None = None,
+    notes: list[str] | None = None,
 ) -> Path:
     """Write ``model`` atomically; weights go to ``<name>.data`` when asked or when over 2 GB.
 
     The model is checked (``onnx.checker`` full check, with shape inference) on the temporary
-    copy, so a model that fails the check never replaces the user's file. With ``outputs`` the
-    files are only staged, and land when the caller commits that set with its other outputs.
+    copy, so a model that fails the check never replaces the user's file. Nodes the checker has
+    no schema for but onnxruntime defines are left out of that check (:mod:`edgeq.graph.check`),
+    and said once: appended to ``notes`` when the caller collects them (a quantization
+    summary), otherwise logged as a warning. With ``outputs`` the files are only staged, and land
+    when the caller commits that set with its other outputs.
     """
     path = Path(path)
     own = outputs is None
@@ -126,7 +134,12 @@ def save_model(
             # Drop stale external references: every tensor is inline in the proto we hold.
             onnx.save_model(model, str(tmp_model))
         if check:
-            onnx.checker.check_model(str(tmp_model), full_check=True)
+            note = check_model_file(tmp_model).note
+            if note is not None and notes is not None:
+                if note not in notes:
+                    notes.append(note)
+            elif note is not None:
+                _log.warning("%s: %s", path.name, note)
         if use_external:
             staged.adopt(tmp_dir / data_name, path.parent / data_name)
         staged.adopt(tmp_model, path)

@@ -130,7 +130,8 @@ def quantize_file(
         source = load_data(data, model, samples=samples, batch_size=batch_size)
     result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress), copy=False)
     with OutputSet() as outputs:  # the model and its summary land together or not at all
+        # The model first: what its check could not cover becomes a note in the summary.
+        save_model(result.model, output, outputs=outputs, notes=result.summary.notes)
         if summary_path is not None:
             result.summary.save(outputs.path(summary_path))
-        save_model(result.model, output, outputs=outputs)
     return result
