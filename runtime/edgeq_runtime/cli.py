@@ -9,14 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from edgeq_runtime import __version__
 from edgeq_runtime.errors import BundleError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one ``error:`` line and exit status 2, like every other failure here
+    (argparse's default prints the whole usage block first)."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        sys.stderr.write("error: " + self.prog + ": " + message + " (see '" + self.prog + " --help')\n")
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="edgeq-run", description="Run and measure an edgeq bundle on this device (ONNX Runtime or TensorRT)."
     )
     parser.add_argument("--version", action="version", version="edgeq-runtime " + __version__)

@@ -86,3 +86,13 @@ def test_python_dash_m_and_help(tmp_path):
     assert "latency ms min" in done.stdout and "top ops" not in done.stdout
     version = subprocess.run([sys.executable, "-m", "edgeq_runtime", "--version"], capture_output=True, text=True)
     assert version.stdout.strip() == "edgeq-runtime 0.1.0"
+
+
+@pytest.mark.parametrize("argv", [["nosuch"], ["bench"], ["bench", "m.onnx", "--iterations", "abc"], ["bench", "m.onnx", "--no-such"]])
+def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
+    from edgeq_runtime.cli import main as run_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: edgeq-run"), err
