@@ -17,7 +17,12 @@ from edgeq.graph.io import save_model
 from edgeq.quantize.api import quantize_file
 from edgeq.quantize.config import Method, MixedPrecisionConfig, WeightOnlyConfig
 from edgeq.quantize.schemes.mixed import scheme
-from edgeq.quantize.schemes.mixed.filesize import external_bytes, removable_weights, stripped_bytes, written_bytes
+from edgeq.quantize.schemes.mixed.filesize import (
+    external_bytes,
+    removable_weights,
+    stripped_bytes,
+    written_bytes,
+)
 from edgeq.quantize.schemes.mixed.writer import METADATA_KEY
 from tests.unit.test_mixed_scheme import _new_initializer_bytes, sequence_model, token_data
 
@@ -113,7 +118,7 @@ def test_a_budget_below_the_smallest_file_is_refused_naming_it(files, tmp_path: 
             smallest = _smallest(str(exc))
     assert os.path.getsize(tmp_path / "q.onnx") <= smallest
     assert {d.scheme.split()[0] for d in result.summary.nodes if d.quantized} == {"int2"}
-    with pytest.raises(ConfigError, match=f"smallest achievable size .*{smallest:,} B"):
+    with pytest.raises(ConfigError, match=rf"smallest achievable size .*{smallest:,} B"):
         quantize_file(model, MixedPrecisionConfig(budget_bytes=smallest - 1, **config), tmp_path / "no.onnx", data=data, progress=False)
 
 
@@ -127,7 +132,7 @@ def test_the_weight_budget_counts_the_matrices_only(files, tmp_path: Path) -> No
     assert plan["budget_counts"].startswith("weights of the quantizable matrices") and "fixed_bytes" not in plan
     assert any("--weight-budget: the budget counts" in n for n in result.summary.notes)
     assert any(f"whole model file {os.path.getsize(out) / 1e3:.2f} kB" in n for n in result.summary.notes)
-    with pytest.raises(ConfigError, match="--weight-budget .* is below the smallest achievable size"):
+    with pytest.raises(ConfigError, match=r"--weight-budget .* is below the smallest achievable size"):
         quantize_file(model, MixedPrecisionConfig(weight_budget_bytes=100, block_size=32), tmp_path / "no.onnx", data=data, progress=False)
 
 

@@ -193,6 +193,16 @@ def plan_entry_bytes(table: SensitivityTable, config: MixedPrecisionConfig) -> i
     return entry_bytes(METADATA_KEY, len(text.encode()) + PLAN_SLACK_PER_MATRIX * len(table.matrices) + 64)
 
 
+def file_fixed_bytes(table: SensitivityTable, config: MixedPrecisionConfig) -> tuple[int, int]:
+    """The bytes of the file that the matrices' stored weights are not, at most, and the matrices' header part of it.
+
+    The model without the removable weights, each matrix's largest header overhead, the plan's
+    metadata entry and the slack: a ``--budget`` leaves the rest to the knapsack.
+    """
+    overhead = sum(max(f.file_bytes - f.nbytes for f in m.fits) for m in table.matrices)
+    return table.fixed_bytes + overhead + plan_entry_bytes(table, config) + FILE_SLACK, overhead
+
+
 def within_file(
     model: onnx.ModelProto, table: SensitivityTable, config: MixedPrecisionConfig, stats: dict[str, LayerStats], budget: int,
 ) -> Outcome:
@@ -203,8 +213,7 @@ def within_file(
     whichever format) moves into the fixed part: an upper bound off by a few bytes per matrix.
     """
     options = table.options()
-    overhead = sum(max(f.file_bytes - f.nbytes for f in m.fits) for m in table.matrices)
-    fixed = table.fixed_bytes + overhead + plan_entry_bytes(table, config) + FILE_SLACK
+    fixed, overhead = file_fixed_bytes(table, config)
     check_budget(budget, fixed + minimum_bytes(options), config, table.num_weights, fixed)
     snapshot = onnx.ModelProto()  # the rewrite works in place: keep the float model for a second try
     snapshot.CopyFrom(model)
