@@ -48,17 +48,21 @@ def build_config(
     candidates: str,
     layout: str = "tensorrt",
     reduce_range: bool = False,
+    weight_budget: str | None = None,
 ) -> QuantizeConfig:
     """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
 
     choice(activations, ("int8", "none"), "--activations")
-    if budget is not None or avg_bits is not None:
-        if budget is not None and avg_bits is not None:
-            raise ConfigError("--budget and --avg-bits: give one, not both")
+    limits = {"--budget": budget, "--weight-budget": weight_budget, "--avg-bits": avg_bits}
+    given = [option for option, value in limits.items() if value is not None]
+    if given:
+        if len(given) > 1:
+            raise ConfigError(f"{' and '.join(given)}: give one, not both")
         return MixedPrecisionConfig(
             candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
             budget_bytes=parse_size(budget) if budget is not None else None,
+            weight_budget_bytes=parse_size(weight_budget, "--weight-budget") if weight_budget is not None else None,
             avg_bits=avg_bits,
             block_size=block_size,
             method=method,  # type: ignore[arg-type]
@@ -110,8 +114,14 @@ def quantize_command(
     smoothquant: float | None = typer.Option(None, "--smoothquant", help="SmoothQuant alpha (int8)."),
     layout: str = typer.Option("tensorrt", "--layout", help="int8 Q/DQ for tensorrt (its rules) or onnxruntime (its CPU kernels fuse it)."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="int8, layout onnxruntime: dense weights in [-64, 64] for x86 CPUs without VNNI."),
-    budget: str | None = typer.Option(None, "--budget", help="Mixed precision: weight bytes, e.g. 12MB."),
-    avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average bits per weight."),
+    budget: str | None = typer.Option(
+        None, "--budget",
+        help="Mixed precision: the whole written file's size (weights, scales, zero points, float tensors, graph, metadata), e.g. 12MB.",
+    ),
+    weight_budget: str | None = typer.Option(
+        None, "--weight-budget", help="Mixed precision: bytes of the quantizable matrices only (codes, scales, zero points), e.g. 12MB.",
+    ),
+    avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average stored bits per weight of the quantizable matrices."),
     candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
     summary: Path | None = typer.Option(None, "--summary", help="Write the quantization summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary."),
@@ -121,7 +131,7 @@ def quantize_command(
 
     config = build_config(
         weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
-        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, weight_budget,
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,

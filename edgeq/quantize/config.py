@@ -163,10 +163,17 @@ class Int8Config(Serializable):
 
 @dataclass(frozen=True)
 class MixedPrecisionConfig(Serializable):
-    """Per-layer bits chosen by measured sensitivity under a byte budget or an average bit width."""
+    """Per-layer bits chosen by measured sensitivity under a byte budget or an average bit width.
+
+    Exactly one of three limits: ``budget_bytes`` (``--budget``) bounds the whole written file,
+    what a board's flash or RAM has to hold (codes, scales, zero points, the tensors left in
+    float, the graph and its metadata); ``weight_budget_bytes`` (``--weight-budget``) bounds the
+    stored bytes of the quantizable matrices only; ``avg_bits`` (``--avg-bits``) is the latter
+    as bits per weight. Version 1 documents meant the weight-only bound by ``budget_bytes``.
+    """
 
     schema_type = "edgeq.MixedPrecisionConfig"
-    schema_version = 1
+    schema_version = 2
 
     candidates: tuple[str, ...] = ("int2", "int4", "int8")
     budget_bytes: int | None = None
@@ -175,14 +182,16 @@ class MixedPrecisionConfig(Serializable):
     method: Method = Method.RTN
     embeddings: bool = True
     exclude: str | None = None
+    weight_budget_bytes: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))
         object.__setattr__(self, "method", _enum(Method, self.method, "--method"))
-        if (self.budget_bytes is None) == (self.avg_bits is None):
-            raise ConfigError("mixed precision needs exactly one of --budget (bytes) or --avg-bits")
-        if self.budget_bytes is not None and self.budget_bytes <= 0:
-            raise ConfigError(f"--budget: {self.budget_bytes} bytes is not a positive size")
+        if sum(x is not None for x in (self.budget_bytes, self.weight_budget_bytes, self.avg_bits)) != 1:
+            raise ConfigError("mixed precision needs exactly one of --budget (file bytes), --weight-budget (weight bytes) or --avg-bits")
+        for option, value in (("--budget", self.budget_bytes), ("--weight-budget", self.weight_budget_bytes)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"{option}: {value} bytes is not a positive size")
         if self.avg_bits is not None and not (math.isfinite(self.avg_bits) and self.avg_bits > 0):
             raise ConfigError(f"--avg-bits: {self.avg_bits} is not a positive number of bits")
         check_block_size(self.block_size)
@@ -195,6 +204,21 @@ class MixedPrecisionConfig(Serializable):
                 raise ConfigError(f"--candidates: unknown format {raw!r}; expected some of {', '.join(MIXED_FORMATS)}")
         if not self.candidates:
             raise ConfigError("--candidates: give at least one format, e.g. int2,int4,int8")
+
+    @property
+    def counts_whole_file(self) -> bool:
+        """True for ``--budget``: the limit is the written file, not the matrices' weights."""
+        return self.budget_bytes is not None
+
+    @classmethod
+    def from_dict(cls, obj: Any, source: str = "input") -> MixedPrecisionConfig:
+        """Version 1 documents' ``budget_bytes`` counted weights only: read it as ``weight_budget_bytes``."""
+        if isinstance(obj, dict) and obj.get("_version") == 1 and isinstance(obj.get("_data"), dict):
+            data = dict(obj["_data"])
+            if data.get("budget_bytes") is not None:
+                data["weight_budget_bytes"] = data.pop("budget_bytes")
+            obj = {**obj, "_data": data}
+        return super().from_dict(obj, source)
 
 
 # Every config a handler is registered for (a new scheme adds its config here).

@@ -229,7 +229,7 @@ def test_the_sensitive_matrix_gets_the_bits() -> None:
     targets, _ = plan_targets(model, True)
     two = sum(planned_bytes(t, "int2", 32) for t in targets)
     upgrade = planned_bytes(targets[0], "int4", 32) - planned_bytes(targets[0], "int2", 32)
-    config = MixedPrecisionConfig(budget_bytes=two + upgrade, block_size=32, candidates=("int2", "int4"))
+    config = MixedPrecisionConfig(weight_budget_bytes=two + upgrade, block_size=32, candidates=("int2", "int4"))
     result = _quantize(model, config, {"x": x})
     formats = {n["node"]: n["format"] for n in _plan(result.model)["nodes"]}
     assert formats == {"quiet": "int2", "loud": "int4"}
@@ -259,12 +259,12 @@ def test_budget_below_the_minimum_names_the_smallest_size(seq_model: onnx.ModelP
     targets, _ = plan_targets(seq_model, True)
     smallest = sum(planned_bytes(t, "int2", 32) for t in targets)
     with pytest.raises(ConfigError) as info:
-        _quantize(seq_model, MixedPrecisionConfig(budget_bytes=smallest - 1, block_size=32))
+        _quantize(seq_model, MixedPrecisionConfig(weight_budget_bytes=smallest - 1, block_size=32))
     message = str(info.value)
     assert "\n" not in message and "smallest achievable size" in message and f"{smallest:,} B" in message
     with pytest.raises(ConfigError, match=r"below the smallest achievable .* bits per weight"):
         _quantize(seq_model, MixedPrecisionConfig(avg_bits=1.0, block_size=32))
-    result = _quantize(seq_model, MixedPrecisionConfig(budget_bytes=smallest, block_size=32))
+    result = _quantize(seq_model, MixedPrecisionConfig(weight_budget_bytes=smallest, block_size=32))
     assert {n["format"] for n in _plan(result.model)["nodes"]} == {"int2"}
 
 
@@ -286,7 +286,7 @@ def test_nf4_has_no_table_kernel_and_bnb4_handles_ragged_k(seq_model: onnx.Model
         _quantize(seq_model, config)
     targets, _ = plan_targets(seq_model, True)
     smallest = sum(planned_bytes(t, "int8" if t.is_embedding else "nf4", 64) for t in targets)
-    result = _quantize(seq_model, MixedPrecisionConfig(budget_bytes=smallest, block_size=64, candidates=("nf4", "int8")))
+    result = _quantize(seq_model, MixedPrecisionConfig(weight_budget_bytes=smallest, block_size=64, candidates=("nf4", "int8")))
     plan = _plan(result.model)
     assert {n["node"]: n["format"] for n in plan["nodes"]} == {"embed": "int8", "up": "nf4", "down": "nf4", "out": "nf4"}
     assert "nf4" not in plan["nodes"][0]["candidates"]
@@ -325,6 +325,8 @@ def test_data_driven_methods_count_their_extra_tensors(seq_model: onnx.ModelProt
         ({"avg_bits": 3.0, "budget_bytes": 100}, "exactly one of --budget"),
         ({"avg_bits": -1.0}, "positive number of bits"),
         ({"budget_bytes": 0}, "positive size"),
+        ({"weight_budget_bytes": -5}, "--weight-budget: -5 bytes"),
+        ({"budget_bytes": 10, "weight_budget_bytes": 10}, "exactly one of --budget"),
         ({"avg_bits": 3.0, "block_size": 24}, "power of two"),
         ({"avg_bits": 3.0, "method": "best"}, "--method"),
         ({"avg_bits": 3.0, "exclude": "("}, "--exclude"),
@@ -353,11 +355,11 @@ def test_cli_budget_and_refusal(tmp_path, seq_model: onnx.ModelProto, capsys) ->
     model_path, data_path, out = tmp_path / "m.onnx", tmp_path / "calib.npz", tmp_path / "q.onnx"
     onnx.save(seq_model, str(model_path))
     np.savez(data_path, **token_data())  # type: ignore[arg-type]
-    code = main(["quantize", str(model_path), "--budget", "12kB", "--candidates", "int2,int4,int8", "--block-size", "16",
+    code = main(["quantize", str(model_path), "--budget", "16kB", "--candidates", "int2,int4,int8", "--block-size", "16",
                  "--data", str(data_path), "-o", str(out), "--quiet"])
     assert code == 0 and out.is_file()
     plan = _plan(onnx.load(str(out)))
-    assert plan["budget_bytes"] == 12_000 and plan["weight_bytes"] <= 12_000
+    assert plan["budget_bytes"] == 16_000 and out.stat().st_size <= 16_000
     capsys.readouterr()
     code = main(["quantize", str(model_path), "--budget", "1kB", "--data", str(data_path), "-o", str(tmp_path / "no.onnx")])
     err = capsys.readouterr().err

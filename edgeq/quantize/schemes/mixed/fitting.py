@@ -1,14 +1,20 @@
 """One matrix in one candidate format: the fit, and the exact bytes the written model holds for it.
 
 Sizes come from the very emitters that write the file (GatherBlockQuantized, MatMulNBits,
-MatMulBnb4), so the knapsack prices an option by what it really costs on disk.
+MatMulBnb4), so the knapsack prices an option by what it really costs on disk: its stored
+weight bytes (``--weight-budget``), or everything it puts in the file, nodes and tensor
+headers included, in place of its float node (``--budget``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from edgeq.graph.formats import Emitted, bnb4, gather, matmulnbits
 from edgeq.graph.passes.weight_only import WeightTarget
@@ -18,6 +24,10 @@ from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
 from edgeq.numerics.weight_only.common import data_free_fallback
 from edgeq.quantize.config import Method
 from edgeq.quantize.schemes.mixed.candidates import FLOAT
+from edgeq.quantize.schemes.mixed.filesize import message_bytes
+
+# (target, product, prefix) -> the Add of Gemm's bias after the quantized product.
+GemmBias = Callable[[WeightTarget, str, str], Emitted]
 
 
 @dataclass
@@ -65,6 +75,53 @@ def weight_nodes(target: WeightTarget, q: BlockQuantized, activation: str, produ
     if q.codec.is_integer:
         return matmulnbits.emit(q, activation, product, prefix, target.dtype)
     return bnb4.emit(q, target.rows, target.cols, activation, product, prefix, target.dtype)
+
+
+def replacement(
+    target: WeightTarget, result: AlgorithmResult, prefix: str, fresh: Callable[[str], str], gemm_bias: GemmBias,
+) -> tuple[Emitted, Emitted]:
+    """Everything that replaces the target node, and the weight's own part of it.
+
+    AWQ's input scale as a ``Mul`` before, the weight node(s), GPTQ/AWQ's bias correction and
+    Gemm's own bias as ``Add`` after: the writer splices it in, the file pricing measures it.
+    """
+    emitted = Emitted()
+    activation = target.activation
+    if result.input_scale is not None:
+        # This matrix's own AWQ factors (fitted alone: its neighbours may use other formats).
+        scale, scaled = fresh(f"{prefix}_awq_scale"), fresh(f"{prefix}_awq_input")
+        mul = helper.make_node("Mul", [activation, scale], [scaled], name=fresh(f"{prefix}_awq_Mul"))
+        emitted.extend(Emitted([mul], [numpy_helper.from_array(result.input_scale.astype(target.dtype), scale)]))
+        activation = scaled
+    correction = None if target.is_embedding else result.bias
+    has_bias = not target.is_embedding and target.bias is not None
+    product = fresh(f"{prefix}_product") if has_bias or correction is not None else target.output
+    weight_part = weight_nodes(target, result.quantized, activation, product, prefix)
+    emitted.extend(weight_part)
+    if correction is not None:
+        name = fresh(f"{prefix}_bias_correction")
+        corrected = fresh(f"{prefix}_corrected") if has_bias else target.output
+        add = helper.make_node("Add", [product, name], [corrected], name=fresh(f"{prefix}_correction_Add"))
+        emitted.extend(Emitted([add], [numpy_helper.from_array(correction.astype(target.dtype), name)]))
+        product = corrected
+    if has_bias:
+        emitted.extend(gemm_bias(target, product, prefix))
+    return emitted, weight_part
+
+
+def _plain_gemm_bias(target: WeightTarget, product: str, prefix: str) -> Emitted:
+    """The writer's bias ``Add`` (beta = 1), for pricing: beta != 1 adds a scaled copy in its place."""
+    return Emitted([helper.make_node("Add", [product, target.bias or ""], [target.output], name=f"{prefix}_bias_Add")])
+
+
+def file_bytes(target: WeightTarget, result: AlgorithmResult, original: onnx.NodeProto) -> int:
+    """Bytes the file gains for this matrix in ``result``'s format: its replacement as serialized,
+    less the float node it replaces (the float weight itself is outside the fixed part already)."""
+    # Named as the rewriter names it: the node's own name is taken, so its NameMaker adds "_1".
+    base = re.sub(r"[^A-Za-z0-9_.]+", "_", target.name).strip("_") or target.weight
+    prefix = f"{base}_1" if base == target.name else base
+    emitted, _ = replacement(target, result, prefix, lambda base: base, _plain_gemm_bias)
+    return message_bytes(emitted.nodes) + message_bytes(emitted.initializers) - message_bytes([original])
 
 
 def extra_bytes(target: WeightTarget, result: AlgorithmResult) -> int:

@@ -22,7 +22,14 @@ from edgeq.numerics.weight_only.common import DATA_DRIVEN
 from edgeq.progress import progress_bar
 from edgeq.quantize.config import MixedPrecisionConfig
 from edgeq.quantize.schemes.mixed.candidates import FLOAT, check_config, resolve_candidates
-from edgeq.quantize.schemes.mixed.fitting import fit, float_bytes, stored_bytes, unavailable_reason
+from edgeq.quantize.schemes.mixed.filesize import message_bytes, removable_weights, stripped_bytes
+from edgeq.quantize.schemes.mixed.fitting import (
+    file_bytes,
+    fit,
+    float_bytes,
+    stored_bytes,
+    unavailable_reason,
+)
 from edgeq.quantize.schemes.mixed.probe import WeightProbe
 from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
 from edgeq.quantize.schemes.weight_only.padding import is_sequence_model, mask_input, trimmed_batches
@@ -69,6 +76,7 @@ class CandidateFit:
     weight_sqnr_db: float = float("inf")
     method: str = ""
     note: str = ""
+    file_bytes: int = 0  # what the option adds to the written file, nodes and tensor headers included
 
 
 @dataclass
@@ -92,10 +100,12 @@ class SensitivityTable:
     samples: int
     seconds: float
     probe: WeightProbe | None = None
+    fixed_bytes: int = 0  # the serialized model without the weights a format choice can remove
 
-    def options(self, measure: str = "error") -> list[list[Option]]:
-        """The knapsack's options, priced by the measured ``error`` or by the Hessian ``proxy``."""
-        return [[Option(f.format, f.nbytes, float(getattr(f, measure) or 0.0)) for f in m.fits] for m in self.matrices]
+    def options(self, measure: str = "error", size: str = "nbytes") -> list[list[Option]]:
+        """The knapsack's options: errors by the measured ``error`` or the Hessian ``proxy``, sizes
+        by the stored weight bytes (``nbytes``) or by what each adds to the file (``file_bytes``)."""
+        return [[Option(f.format, int(getattr(f, size)), float(getattr(f, measure) or 0.0)) for f in m.fits] for m in self.matrices]
 
     @property
     def num_weights(self) -> int:
@@ -104,8 +114,6 @@ class SensitivityTable:
     @property
     def float_bytes(self) -> int:
         return sum(float_bytes(m.target) for m in self.matrices)
-
-
 
 
 def plan_matrices(model: onnx.ModelProto, config: MixedPrecisionConfig) -> tuple[list[WeightTarget], list[LeftInFloat], dict[int, dict[str, str]]]:
@@ -149,6 +157,8 @@ def measure_sensitivity(
     started = time.perf_counter()
     batches, mask_name, count = sensitivity_batches(model, data, samples or SENSITIVITY_SAMPLES)
     probe = WeightProbe(model, targets, batches, mask_name, with_bias=method in DATA_DRIVEN) if targets else None
+    removable = removable_weights(model, targets)
+    float_file = {t.name: message_bytes([t]) for t in model.graph.initializer if t.name in removable}
     matrices: list[MatrixSensitivity] = []
     total = sum(len(candidates) - len(unavailable[i]) for i in range(len(targets)))
     with progress_bar(total, progress, "measuring sensitivities") as bar:
@@ -162,7 +172,8 @@ def measure_sensitivity(
                 if fmt in unavailable[i]:
                     continue
                 if fmt == FLOAT:
-                    fits.append(CandidateFit(FLOAT, float_bytes(target), 0.0, 0.0, float("inf"), "", "kept as it is"))
+                    kept = float_file.get(target.weight, 0)  # 0: the weight stays in the file anyway
+                    fits.append(CandidateFit(FLOAT, float_bytes(target), 0.0, 0.0, float("inf"), "", "kept as it is", kept))
                 else:
                     fitted = fit(w, target, fmt, config.block_size, method, stats)
                     effective = fitted.effective(w.shape)
@@ -176,9 +187,10 @@ def measure_sensitivity(
                             round(float(sqnr_db(w, effective)), 3),
                             fitted.method.value,
                             fitted.note,
+                            file_bytes(target, fitted.result, model.graph.node[target.node_index]),
                         )
                     )
                 if bar is not None:
                     bar.advance(bar.task_ids[0])
             matrices.append(MatrixSensitivity(target, fits, dict(unavailable[i])))
-    return SensitivityTable(matrices, left, count, time.perf_counter() - started, probe)
+    return SensitivityTable(matrices, left, count, time.perf_counter() - started, probe, stripped_bytes(model, removable))

@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import onnx
-from onnx import helper, numpy_helper
 
-from edgeq.graph.formats import Emitted
 from edgeq.graph.passes.weight_only import WeightOnlyRewriter
 from edgeq.numerics.allocation import Allocation, format_bytes
 from edgeq.numerics.weight_only import LayerStats
 from edgeq.quantize.config import MixedPrecisionConfig
 from edgeq.quantize.schemes.mixed.candidates import FLOAT, check_config, resolve_candidates
-from edgeq.quantize.schemes.mixed.fitting import Fitted, extra_bytes, fit, float_bytes, weight_nodes
+from edgeq.quantize.schemes.mixed.fitting import Fitted, extra_bytes, fit, float_bytes, replacement
 from edgeq.quantize.schemes.mixed.sensitivity import SensitivityTable
 from edgeq.quantize.schemes.weight_only.decisions import scheme_label
 from edgeq.quantize.summary import NodeDecision
@@ -70,35 +68,15 @@ def build_mixed(
             fitted = fit(rewriter.weight(target), target, fmt, config.block_size, method, stats)
             if fits is not None:
                 fits[(i, fmt)] = fitted
-        prefix = rewriter.prefix(target)
-        emitted = Emitted()
-        activation = target.activation
         result = fitted.result
-        if result.input_scale is not None:
-            # This matrix's own AWQ factors (fitted alone: its neighbours may use other formats).
-            scale, scaled = rewriter.fresh(f"{prefix}_awq_scale"), rewriter.fresh(f"{prefix}_awq_input")
-            mul = helper.make_node("Mul", [activation, scale], [scaled], name=rewriter.fresh(f"{prefix}_awq_Mul"))
-            emitted.extend(Emitted([mul], [numpy_helper.from_array(result.input_scale.astype(target.dtype), scale)]))
-            activation = scaled
-        correction = None if target.is_embedding else result.bias
-        has_bias = not target.is_embedding and target.bias is not None
-        product = rewriter.fresh(f"{prefix}_product") if has_bias or correction is not None else target.output
-        weight_part = weight_nodes(target, result.quantized, activation, product, prefix)
-        emitted.extend(weight_part)
-        if correction is not None:
-            name = rewriter.fresh(f"{prefix}_bias_correction")
-            corrected = rewriter.fresh(f"{prefix}_corrected") if has_bias else target.output
-            add = helper.make_node("Add", [product, name], [corrected], name=rewriter.fresh(f"{prefix}_correction_Add"))
-            emitted.extend(Emitted([add], [numpy_helper.from_array(correction.astype(target.dtype), name)]))
-            product = corrected
-        if has_bias:
-            emitted.extend(rewriter.gemm_bias(target, product, prefix))
+        emitted, weight_part = replacement(target, result, rewriter.prefix(target), rewriter.fresh, rewriter.gemm_bias)
         rewriter.replace(target, emitted)
         sizes.append(weight_part.nbytes() + extra_bytes(target, result))
         q = fitted.result.quantized
         scheme = scheme_label(
             q, "sym", f"{fitted.method.value} (mixed)",
-            input_scale=result.input_scale is not None, bias_correction=correction is not None, note=fitted.note,
+            input_scale=result.input_scale is not None,
+            bias_correction=not target.is_embedding and result.bias is not None, note=fitted.note,
         )
         error["weight_sqnr_db"] = option.weight_sqnr_db
         decisions.append(
@@ -113,27 +91,40 @@ def build_mixed(
 def plan_metadata(
     table: SensitivityTable, formats: Sequence[str], sizes: Sequence[int], budget: int,
     config: MixedPrecisionConfig, allocation: Allocation, measured: float | None,
+    file_part: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The plan as the ``edgeq.mixed_precision`` metadata JSON: enough to audit every choice."""
+    """The plan as the ``edgeq.mixed_precision`` metadata JSON: enough to audit every choice.
+
+    ``file_part`` (``--budget``) holds ``fixed_bytes``, the file without the removable weights,
+    and ``weights_allowance``, the budget left for the matrices' own bytes (less this entry).
+    """
     total = int(sum(sizes))
     nodes = []
     predicted = 0.0
     for matrix, fmt, size in zip(table.matrices, formats, sizes, strict=True):
         option = matrix.option(fmt)
         predicted += option.error if option else 0.0
-        nodes.append({
+        node: dict[str, Any] = {
             "node": matrix.target.name,
             "weight": matrix.target.weight,
             "format": fmt,
             "bytes": int(size),
             "predicted_error": option.error if option else None,
             "candidates": {f.format: {"bytes": f.nbytes, "error": f.error} for f in matrix.fits},
-        })
+        }
+        if file_part is not None:
+            node["file_bytes"] = option.file_bytes if option else None
+        nodes.append(node)
+    counts = (
+        "the whole written file: graph, metadata, tensors left in float and the matrices as stored"
+        if file_part is not None else "weights of the quantizable matrices: codes + scales + zero points as stored"
+    )
     return {
-        "version": 1,
+        "version": 2,
         "budget_bytes": budget,
         "avg_bits_requested": config.avg_bits,
-        "budget_counts": "weights of the quantizable matrices: codes + scales + zero points as stored",
+        "budget_counts": counts,
+        **(file_part or {}),
         "candidates": resolve_candidates(config),
         "block_size": config.block_size,
         "method": str(getattr(config.method, "value", config.method)),
