@@ -104,7 +104,8 @@ def _dynamic_shapes(layout: KVCacheLayout) -> tuple[Any, ...]:
     return ({0: BATCH, 1: SEQUENCE}, {0: BATCH, 1: TOTAL}, {0: BATCH, 1: SEQUENCE}, cache_axes)
 
 
-def _vocab_size(module: Any) -> int:
+def vocab_size_of(module: Any) -> int:
+    """``config.vocab_size`` or the input embedding's row count: the range trace token ids are drawn from."""
     config = getattr(module, "config", None)
     size = getattr(config, "vocab_size", None)
     if size is None:
@@ -136,7 +137,7 @@ def check_prefill_and_decode(
     layout = kv_cache_layout(module)
     session = cpu_session(model_path, purpose="the exported decoder", error=UnsupportedError)
     rng = np.random.default_rng(1)
-    vocab = _vocab_size(module)
+    vocab = vocab_size_of(module)
     ids = rng.integers(0, vocab, (2, prompt_length))
     mask = np.ones_like(ids)
     mask[1, :2] = 0  # the second row is left-padded
@@ -182,7 +183,7 @@ def decoder_to_onnx(
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
     layout = kv_cache_layout(module)
-    inputs = trace_inputs(layout, _vocab_size(module))
+    inputs = trace_inputs(layout, vocab_size_of(module))
     result = to_onnx(
         module, inputs, output_path=output_path,
         input_names=[*DECODER_INPUTS, *past_names(layout)],

@@ -178,7 +178,7 @@ def gguf_tokenizer(path: str | Path, reader: Any = None) -> tuple[Any, GGUFToken
     if kind != "gpt2":
         raise UnsupportedError(f"{path}: tokenizer model {kind!r}; only byte-level BPE ('gpt2') is read")
     tokens = [str(t) for t in _field(reader, "tokenizer.ggml.tokens")]
-    merges = [tuple(str(m).split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges")]
+    merges = [(left, right) for left, _, right in (str(m).partition(" ") for m in _field(reader, "tokenizer.ggml.merges"))]
     types = list(_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
     vocab = {token: i for i, token in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
