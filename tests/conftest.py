@@ -69,12 +69,12 @@ def text_sets(example_cache: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def builder_decoder(example_cache: Path) -> Path:
     """model.onnx from onnxruntime-genai's builder (tiny random Llama, fp32 CPU), genai_config.json
-    beside it and the Hugging Face folder in hf/; skipped when the decoders extra is missing."""
+    beside it and the Hugging Face folder in hf/; skipped when the peers extra is missing."""
     import importlib.util
 
     for package in ("transformers", "onnxruntime_genai"):  # found, not imported: the builder runs apart
         if importlib.util.find_spec(package) is None:
-            pytest.skip(f"{package} is not installed (pip install 'edgeq[decoders]')")
+            pytest.skip(f"{package} is not installed (pip install 'edgeq[peers]')")
     from examples.builder_decoder import build_builder_decoder
 
     return build_builder_decoder(example_cache)
