@@ -48,6 +48,7 @@ def build_config(
     candidates: str,
     layout: str = "tensorrt",
     reduce_range: bool = False,
+    kv_cache: str = "none",
 ) -> QuantizeConfig:
     """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
@@ -64,12 +65,14 @@ def build_config(
             method=method,  # type: ignore[arg-type]
             embeddings=embeddings,
             exclude=exclude,
+            kv_cache=kv_cache,
         )
     if activations == "int8":
         if weights != "int8":
             raise ConfigError(f"--weights {weights} with --activations int8: W8A8 needs --weights int8")
         choice(layout, ("tensorrt", "onnxruntime"), "--layout")
-        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant, "layout": layout, "reduce_range": reduce_range}
+        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant, "layout": layout, "reduce_range": reduce_range,
+                                  "kv_cache": kv_cache}
         if op_types:
             kwargs["op_types"] = tuple(o.strip() for o in op_types.split(",") if o.strip())
         return Int8Config(**kwargs)
@@ -86,6 +89,7 @@ def build_config(
         accuracy_level=accuracy_level,
         embeddings=embeddings,
         exclude=exclude,
+        kv_cache=kv_cache,
     )
 
 
@@ -110,6 +114,7 @@ def quantize_command(
     smoothquant: float | None = typer.Option(None, "--smoothquant", help="SmoothQuant alpha (int8)."),
     layout: str = typer.Option("tensorrt", "--layout", help="int8 Q/DQ for tensorrt (its rules) or onnxruntime (its CPU kernels fuse it)."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="int8, layout onnxruntime: dense weights in [-64, 64] for x86 CPUs without VNNI."),
+    kv_cache: str = typer.Option("none", "--kv-cache", help="Decoders: int8 stores past/present as int8, a scale per KV head calibrated on --data."),
     budget: str | None = typer.Option(None, "--budget", help="Mixed precision: weight bytes, e.g. 12MB."),
     avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average bits per weight."),
     candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
@@ -121,7 +126,7 @@ def quantize_command(
 
     config = build_config(
         weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
-        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, kv_cache,
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,
