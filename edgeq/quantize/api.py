@@ -83,7 +83,7 @@ def quantize(
         handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(f"no quantization scheme is registered for {type(config).__name__}")
-    kv_int8 = getattr(config, "kv_cache", "none") == "int8"
+    kv_int8 = config.kv_cache == "int8"
     if kv_int8:  # refused before the scheme runs: nothing computed, nothing written
         from edgeq.quantize.kv_cache import NEEDS_DATA, require_kv_cache
 
