@@ -49,6 +49,7 @@ def build_config(
     layout: str = "tensorrt",
     reduce_range: bool = False,
     weight_budget: str | None = None,
+    kv_cache: str = "none",
 ) -> QuantizeConfig:
     """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
@@ -68,12 +69,14 @@ def build_config(
             method=method,  # type: ignore[arg-type]
             embeddings=embeddings,
             exclude=exclude,
+            kv_cache=kv_cache,
         )
     if activations == "int8":
         if weights != "int8":
             raise ConfigError(f"--weights {weights} with --activations int8: W8A8 needs --weights int8")
         choice(layout, ("tensorrt", "onnxruntime"), "--layout")
-        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant, "layout": layout, "reduce_range": reduce_range}
+        kwargs: dict[str, Any] = {"exclude": exclude, "smoothquant_alpha": smoothquant, "layout": layout, "reduce_range": reduce_range,
+                                  "kv_cache": kv_cache}
         if op_types:
             kwargs["op_types"] = tuple(o.strip() for o in op_types.split(",") if o.strip())
         return Int8Config(**kwargs)
@@ -90,6 +93,7 @@ def build_config(
         accuracy_level=accuracy_level,
         embeddings=embeddings,
         exclude=exclude,
+        kv_cache=kv_cache,
     )
 
 
@@ -114,6 +118,7 @@ def quantize_command(
     smoothquant: float | None = typer.Option(None, "--smoothquant", help="SmoothQuant alpha (int8)."),
     layout: str = typer.Option("tensorrt", "--layout", help="int8 Q/DQ for tensorrt (its rules) or onnxruntime (its CPU kernels fuse it)."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="int8, layout onnxruntime: dense weights in [-64, 64] for x86 CPUs without VNNI."),
+    kv_cache: str = typer.Option("none", "--kv-cache", help="Decoders: int8 stores past/present as int8, a scale per KV head calibrated on --data."),
     budget: str | None = typer.Option(
         None, "--budget",
         help="Mixed precision: the whole written file's size (weights, scales, zero points, float tensors, graph, metadata), e.g. 12MB.",
@@ -131,7 +136,7 @@ def quantize_command(
 
     config = build_config(
         weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
-        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, weight_budget,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, weight_budget, kv_cache,
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,

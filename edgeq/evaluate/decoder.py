@@ -86,6 +86,10 @@ class DecoderCompareResult(Serializable):
     reference_perplexity: float
     task: str = "decoder"
     variants: list[VariantResult] = field(default_factory=list)
+    # KV cache bytes one more token costs (None when the graph does not state it), the
+    # reference's and each variant's by name: what --kv-cache int8 changes.
+    reference_kv_bytes_per_token: int | None = None
+    kv_bytes_per_token: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> DecoderCompareResult:
@@ -99,6 +103,10 @@ class DecoderCompareResult(Serializable):
             f"greedy: {self.prompts} prompts of {self.prompt_tokens} tokens + {self.new_tokens} new",
             f"reference perplexity {self.reference_perplexity:.4f}",
         ]
+
+        def kv(value: int | None) -> str:
+            return "?" if value is None else f"{value:,} B/token"
+
         for v in self.variants:
             m = v.metrics
             lines += [
@@ -110,6 +118,9 @@ class DecoderCompareResult(Serializable):
                 f"  KL divergence   {m['kl_divergence']:.5f} nats/token",
                 f"  greedy agree    {m['greedy_agreement']:.4f} (first divergence at token {m['greedy_first_divergence']:.1f} of {self.new_tokens})",
             ]
+            if self.reference_kv_bytes_per_token is not None or self.kv_bytes_per_token.get(v.name) is not None:
+                lines.append(f"  KV cache        {kv(self.kv_bytes_per_token.get(v.name))} "
+                             f"(reference {kv(self.reference_kv_bytes_per_token)})")
             if v.layers:
                 lines.append(f"  worst layers (SQNR of {len(v.layers)} quantized layer outputs, worst first):")
                 lines += [f"    {row['sqnr_db']:7.2f} dB  {row['tensor']} ({row['op_type']})" for row in v.layers[:max_layers]]
@@ -191,8 +202,11 @@ def compare_decoders(
         reference=str(ref_path), data=tokens.origin, sequences=int(ids.shape[0]), scored_tokens=sums[0].tokens,
         chunk=opts.chunk, prompts=int(prompts.shape[0]), prompt_tokens=int(prompts.shape[1]), new_tokens=opts.new_tokens,
         reference_file_bytes=ref_bytes, reference_perplexity=metrics.perplexity(sums[0].reference_nll, sums[0].tokens),
+        reference_kv_bytes_per_token=ref_layout.bytes_per_token,
     )
-    for name, path, acc, err, gen in zip(unique_names(cand_paths), cand_paths, sums, errors, generated[1:], strict=True):
+    for name, path, acc, err, gen, layout in zip(unique_names(cand_paths), cand_paths, sums, errors, generated[1:],
+                                                 layouts, strict=True):
+        result.kv_bytes_per_token[name] = layout.bytes_per_token
         size = file_bytes(path)
         ppl = metrics.perplexity(acc.candidate_nll, acc.tokens)
         agreement, first = metrics.greedy_agreement(ref_tokens, np.concatenate(gen))

@@ -24,13 +24,15 @@ from edgeq.evaluate.compare import AccuracySession
 
 @dataclass(frozen=True)
 class KVLayout:
-    """What it takes to feed an empty cache: layer count, cache head shape and dtype."""
+    """What it takes to feed an empty cache: layer count, cache head shape and dtype (int8 for
+    a cache ``--kv-cache int8`` wrote), and what one more token costs in cache bytes."""
 
     layers: int
     kv_heads: int
     head_size: int
     dtype: type
     position_ids: bool
+    bytes_per_token: int | None = None
 
 
 def kv_layout(model: onnx.ModelProto) -> KVLayout | None:
@@ -47,10 +49,10 @@ def kv_layout(model: onnx.ModelProto) -> KVLayout | None:
     info = describe_decoder(to_ir(model))
     if info is None or info.kv_heads is None or info.head_size is None:
         return None
-    dtype = {"float": np.float32, "float16": np.float16}.get(info.kv_dtype)
+    dtype = {"float": np.float32, "float16": np.float16, "int8": np.int8}.get(info.kv_dtype)
     if dtype is None:
         return None
-    return KVLayout(info.layers, info.kv_heads, info.head_size, dtype, info.position_ids)
+    return KVLayout(info.layers, info.kv_heads, info.head_size, dtype, info.position_ids, info.kv_bytes_per_token)
 
 
 class KVSession:

@@ -83,11 +83,25 @@ def quantize(
         handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(f"no quantization scheme is registered for {type(config).__name__}")
+    kv_int8 = config.kv_cache == "int8"
+    if kv_int8:  # refused before the scheme runs: nothing computed, nothing written
+        from edgeq.quantize.kv_cache import NEEDS_DATA, require_kv_cache
+
+        require_kv_cache(model)
+        if inputs.data is None:
+            raise ConfigError(NEEDS_DATA)
     if copy:
         duplicate = onnx.ModelProto()
         duplicate.CopyFrom(model)
         model = duplicate
     result = handler(model, config, inputs)
+    if kv_int8:  # after the weights: the scales fit the keys and values the quantized model writes
+        from edgeq.quantize.kv_cache import kv_cache_int8
+
+        kv = kv_cache_int8(result.model, inputs.data, inputs.progress)
+        result.summary.kv_bytes_per_token_before = kv.bytes_before
+        result.summary.kv_bytes_per_token_after = kv.bytes_after
+        result.summary.notes.append(kv.note())
     if inputs.data is not None and inputs.calibration is not None:
         from edgeq.calibrate.table import BOTH_GIVEN_NOTE
 

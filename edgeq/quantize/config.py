@@ -63,6 +63,15 @@ def check_exclude(pattern: str | None) -> None:
         raise ConfigError(f"--exclude: {pattern!r} is not a valid regular expression ({exc})") from None
 
 
+# --kv-cache: how the KV cache of a decoder is stored ("none": as the model has it).
+KV_CACHE_FORMATS = ("none", "int8")
+
+
+def check_kv_cache(value: str) -> None:
+    if value not in KV_CACHE_FORMATS:
+        raise ConfigError(f"--kv-cache: {value!r}; expected one of {', '.join(KV_CACHE_FORMATS)}")
+
+
 def check_block_size(block_size: int) -> None:
     if block_size < 16 or block_size & (block_size - 1):
         raise ConfigError(f"--block-size: {block_size} is not a power of two >= 16")
@@ -85,6 +94,7 @@ class WeightOnlyConfig(Serializable):
     exclude: str | None = None  # regex on node names
     gptq_damp: float = 0.01
     gptq_act_order: bool = True
+    kv_cache: str = "none"  # "int8": past/present stored as int8, one scale per KV head (needs --data)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _enum(WeightFormat, self.weights, "--weights"))
@@ -95,6 +105,7 @@ class WeightOnlyConfig(Serializable):
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ConfigError(f"--accuracy-level: {self.accuracy_level} is not one of 0, 1, 2, 3, 4")
         check_exclude(self.exclude)
+        check_kv_cache(self.kv_cache)
         if not (math.isfinite(self.gptq_damp) and self.gptq_damp >= 0):
             raise ConfigError(f"gptq_damp: {self.gptq_damp} is not a finite number >= 0")
 
@@ -138,6 +149,7 @@ class Int8Config(Serializable):
     # Dense layers' weights in [-64, 64] (onnxruntime's reduce_range): x86 CPUs without VNNI
     # saturate int16 pair sums of full-range int8 in onnxruntime's kernels. Layout onnxruntime only.
     reduce_range: bool = False
+    kv_cache: str = "none"  # "int8": past/present stored as int8, one scale per KV head
 
     def __post_init__(self) -> None:
         from edgeq.graph.ops import COMPUTE_OPS
@@ -159,6 +171,7 @@ class Int8Config(Serializable):
         if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
             raise ConfigError(f"--smoothquant: alpha {self.smoothquant_alpha} is not in [0, 1]")
         check_exclude(self.exclude)
+        check_kv_cache(self.kv_cache)
 
 
 @dataclass(frozen=True)
@@ -183,9 +196,11 @@ class MixedPrecisionConfig(Serializable):
     embeddings: bool = True
     exclude: str | None = None
     weight_budget_bytes: int | None = None
+    kv_cache: str = "none"  # "int8": past/present stored as int8, one scale per KV head
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "candidates", tuple(self.candidates))
+        check_kv_cache(self.kv_cache)
         object.__setattr__(self, "method", _enum(Method, self.method, "--method"))
         if sum(x is not None for x in (self.budget_bytes, self.weight_budget_bytes, self.avg_bits)) != 1:
             raise ConfigError("mixed precision needs exactly one of --budget (file bytes), --weight-budget (weight bytes) or --avg-bits")

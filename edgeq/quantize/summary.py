@@ -42,6 +42,8 @@ class QuantizationSummary(Serializable):
     notes: list[str] = field(default_factory=list)
     weight_bytes_before: int = 0
     weight_bytes_after: int = 0
+    kv_bytes_per_token_before: int | None = None  # a decoder's KV cache, when --kv-cache changed it
+    kv_bytes_per_token_after: int | None = None
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> QuantizationSummary:
@@ -69,6 +71,10 @@ class QuantizationSummary(Serializable):
             lines.append(
                 f"weight bytes: {self.weight_bytes_before:,} -> {self.weight_bytes_after:,} ({ratio:.3f}x)"
             )
+        if self.kv_bytes_per_token_before and self.kv_bytes_per_token_after:
+            ratio = self.kv_bytes_per_token_after / self.kv_bytes_per_token_before
+            lines.append(f"KV cache bytes/token: {self.kv_bytes_per_token_before:,} -> "
+                         f"{self.kv_bytes_per_token_after:,} ({ratio:.3f}x)")
         for node in self.quantized[:max_rows]:
             err = " ".join(f"{k}={v:.4g}" for k, v in node.error.items())
             lines.append(f"  + {node.name} ({node.op_type}): {node.scheme} {err}".rstrip())
