@@ -48,11 +48,14 @@ def build_config(
     candidates: str,
     layout: str = "tensorrt",
     reduce_range: bool = False,
+    lm_head: str | None = None,
 ) -> QuantizeConfig:
     """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
 
     choice(activations, ("int8", "none"), "--activations")
+    if lm_head is not None and (budget is not None or avg_bits is not None or activations == "int8"):
+        raise ConfigError("--lm-head applies to weight-only quantization (--weights without --budget/--avg-bits/--activations int8)")
     if budget is not None or avg_bits is not None:
         if budget is not None and avg_bits is not None:
             raise ConfigError("--budget and --avg-bits: give one, not both")
@@ -86,6 +89,7 @@ def build_config(
         accuracy_level=accuracy_level,
         embeddings=embeddings,
         exclude=exclude,
+        lm_head=lm_head,
     )
 
 
@@ -113,6 +117,9 @@ def quantize_command(
     budget: str | None = typer.Option(None, "--budget", help="Mixed precision: weight bytes, e.g. 12MB."),
     avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average bits per weight."),
     candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
+    lm_head: str | None = typer.Option(
+        None, "--lm-head", help="The LM head's precision (int8, int4, int2, nf4, fp4 or float); default: as --weights."
+    ),
     summary: Path | None = typer.Option(None, "--summary", help="Write the quantization summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary."),
 ) -> None:
@@ -121,7 +128,7 @@ def quantize_command(
 
     config = build_config(
         weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
-        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, lm_head,
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,
