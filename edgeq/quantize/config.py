@@ -106,11 +106,11 @@ class WeightOnlyConfig(Serializable):
         check_exclude(self.exclude)
         if not (math.isfinite(self.gptq_damp) and self.gptq_damp >= 0):
             raise ConfigError(f"gptq_damp: {self.gptq_damp} is not a finite number >= 0")
-        if self.head_weights is not None and self.onnx_format is not None:
-            table = self.head_weights in (WeightFormat.NF4, WeightFormat.FP4)
+        if self.lm_head not in (None, "float") and self.onnx_format is not None:
+            table = self.lm_head in ("nf4", "fp4")
             if table != (self.onnx_format is OnnxFormat.BNB4):
                 raise ConfigError(
-                    f"--lm-head {self.head_weights.value} cannot be written as --format {self.onnx_format.value}: "
+                    f"--lm-head {self.lm_head} cannot be written as --format {self.onnx_format.value}: "
                     "nf4/fp4 run only as bnb4, int8/int4/int2 only as matmulnbits or qdq"
                 )
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from decoder_graphs import HEAD, HIDDEN, KV_HEADS, VOCAB, forward, random_weights, tiny_decoder
 from onnx import TensorProto, helper, numpy_helper
 
-from decoder_graphs import HEAD, HIDDEN, KV_HEADS, VOCAB, forward, random_weights, tiny_decoder
+from edgeq.errors import ConfigError
 from edgeq.graph.session import cpu_session
 from edgeq.numerics.codecs.packing import unpack_bits
 from edgeq.quantize.api import QuantizeInputs, quantize
 from edgeq.quantize.config import WeightOnlyConfig
-from edgeq.errors import ConfigError
 
 IDS = np.array([[3, 17, 5, 30, 1, 9], [0, 4, 22, 8, 31, 2]], np.int64)
 
@@ -185,6 +185,7 @@ def test_gemm_transb_tie_shares_too() -> None:
     lookup = next(n for n in nodes(q, "GatherBlockQuantized") if n.input[1] == "input_ids")
     assert next(n for n in q.graph.node if n.output[0] == lookup.input[0]).input[0] == head.input[1]
     np.testing.assert_allclose(run(q), forward(weights_of(q, model, weights), IDS), rtol=2e-3, atol=2e-3)
+    assert any("stored once" in note for note in summary.notes)
 
 
 def test_int8_head_over_int4_body_stores_the_table_per_precision() -> None:

@@ -86,7 +86,7 @@ def plan_decoder(
             left.append(LeftInFloat(name, "MatMul", f"excluded by --exclude {exclude!r}", source.name or ""))
             continue
         assert source.const_value is not None
-        rows, cols = (int(d) for d in source.const_value.shape)
+        rows, cols = source.const_value.shape.numpy()
         dtype = np.dtype(FLOAT_TYPES[int(source.const_value.dtype)])
         target = WeightTarget(name, "MatMul", index, source.name or "", node.inputs[0].name or "",  # type: ignore[union-attr]
                               node.outputs[0].name or "", rows, cols, dtype, transpose=False)

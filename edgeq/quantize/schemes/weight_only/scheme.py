@@ -14,8 +14,8 @@ import onnx
 
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import bnb4, gather, qdq
-from edgeq.graph.opset import raise_opset
 from edgeq.graph.formats.gather import emit_shared
+from edgeq.graph.opset import raise_opset
 from edgeq.graph.passes.lm_head import Tie, plan_decoder
 from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget, weight_bytes
 from edgeq.numerics import weight_only as algorithms
