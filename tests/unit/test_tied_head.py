@@ -8,6 +8,8 @@ dequantized from the file's own codes.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -233,3 +235,20 @@ def test_lm_head_option_is_validated() -> None:
         WeightOnlyConfig(lm_head="int3")
     with pytest.raises(ConfigError, match="--lm-head nf4"):
         WeightOnlyConfig(lm_head="nf4", onnx_format="matmulnbits")
+
+
+def test_cli_lm_head_int8_over_int4(tmp_path, capsys) -> None:
+    from edgeq.cli import main
+
+    weights = random_weights(6)
+    source, out, summary_path = tmp_path / "tied.onnx", tmp_path / "q.onnx", tmp_path / "summary.json"
+    onnx.save(tied_decoder(weights), str(source))
+    assert main(["quantize", str(source), "-o", str(out), "--weights", "int4", "--block-size", "16",
+                 "--lm-head", "int8", "--summary", str(summary_path), "--quiet"]) == 0
+    data = json.loads(summary_path.read_text())["_data"]
+    assert data["config"]["_data"]["lm_head"] == "int8"
+    assert next(n for n in data["nodes"] if n["name"] == "lm_head")["bits"] == 8
+    q = onnx.load(str(out))
+    np.testing.assert_allclose(run(q), forward(weights_of(q, tied_decoder(weights), weights), IDS), rtol=2e-3, atol=2e-3)
+    assert main(["quantize", str(source), "-o", str(out), "--lm-head", "int3"]) == 2
+    assert "--lm-head" in capsys.readouterr().err
