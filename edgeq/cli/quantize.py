@@ -50,6 +50,7 @@ def build_config(
     reduce_range: bool = False,
     weight_budget: str | None = None,
     kv_cache: str = "none",
+    lm_head: str | None = None,
 ) -> QuantizeConfig:
     """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
@@ -57,6 +58,8 @@ def build_config(
     choice(activations, ("int8", "none"), "--activations")
     limits = {"--budget": budget, "--weight-budget": weight_budget, "--avg-bits": avg_bits}
     given = [option for option, value in limits.items() if value is not None]
+    if lm_head is not None and (given or activations == "int8"):
+        raise ConfigError("--lm-head applies to weight-only quantization (--weights without --budget/--weight-budget/--avg-bits/--activations int8)")
     if given:
         if len(given) > 1:
             raise ConfigError(f"{' and '.join(given)}: give one, not both")
@@ -94,6 +97,7 @@ def build_config(
         embeddings=embeddings,
         exclude=exclude,
         kv_cache=kv_cache,
+        lm_head=lm_head,
     )
 
 
@@ -128,6 +132,9 @@ def quantize_command(
     ),
     avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average stored bits per weight of the quantizable matrices."),
     candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
+    lm_head: str | None = typer.Option(
+        None, "--lm-head", help="The LM head's precision (int8, int4, int2, nf4, fp4 or float); default: as --weights."
+    ),
     summary: Path | None = typer.Option(None, "--summary", help="Write the quantization summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary."),
 ) -> None:
@@ -136,7 +143,7 @@ def quantize_command(
 
     config = build_config(
         weights, activations, block_size, symmetric, method, onnx_format, accuracy_level,
-        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, weight_budget, kv_cache,
+        embeddings, exclude, op_types, smoothquant, budget, avg_bits, candidates, layout, reduce_range, weight_budget, kv_cache, lm_head,
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,

@@ -152,13 +152,21 @@ def _embedding(graph: ir.Graph) -> ir.Value | None:
     return None
 
 
-def _lm_head(graph: ir.Graph) -> tuple[ir.Value, bool] | None:
-    """(weight, applied transposed) of the MatMul/Gemm the logits come from."""
+def lm_head_node(graph: ir.Graph) -> ir.Node | None:
+    """The MatMul/Gemm the ``logits`` output comes from (through casts, reshapes, softcaps)."""
     logits = next((v for v in graph.outputs if v.name == "logits"), None)
     node = logits.producer() if logits is not None else None
     while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
         node = node.inputs[0].producer()
     if node is None or node.op_type not in ("MatMul", "Gemm") or len(node.inputs) < 2 or node.inputs[1] is None:
+        return None
+    return node
+
+
+def _lm_head(graph: ir.Graph) -> tuple[ir.Value, bool] | None:
+    """(weight, applied transposed) of the MatMul/Gemm the logits come from."""
+    node = lm_head_node(graph)
+    if node is None or node.inputs[1] is None:
         return None
     weight = node.inputs[1]
     transposed = node.op_type == "Gemm" and "transB" in node.attributes and node.attributes["transB"].as_int() == 1

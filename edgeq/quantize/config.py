@@ -95,9 +95,18 @@ class WeightOnlyConfig(Serializable):
     gptq_damp: float = 0.01
     gptq_act_order: bool = True
     kv_cache: str = "none"  # "int8": past/present stored as int8, one scale per KV head (needs --data)
+    # The LM head (the MatMul/Gemm producing ``logits``): a WeightFormat value, "float", or None
+    # for the same as ``weights``. An int8 head over an int4 body is a common choice.
+    lm_head: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _enum(WeightFormat, self.weights, "--weights"))
+        if self.lm_head is not None:
+            name = str(getattr(self.lm_head, "value", self.lm_head)).strip().lower()
+            name = MIXED_ALIASES.get(name, name) or name
+            if name != "float":
+                name = _enum(WeightFormat, name, "--lm-head").value
+            object.__setattr__(self, "lm_head", name)
         object.__setattr__(self, "method", _enum(Method, self.method, "--method"))
         if self.onnx_format is not None:
             object.__setattr__(self, "onnx_format", _enum(OnnxFormat, self.onnx_format, "--format"))
@@ -108,12 +117,36 @@ class WeightOnlyConfig(Serializable):
         check_kv_cache(self.kv_cache)
         if not (math.isfinite(self.gptq_damp) and self.gptq_damp >= 0):
             raise ConfigError(f"gptq_damp: {self.gptq_damp} is not a finite number >= 0")
+        if self.lm_head not in (None, "float") and self.onnx_format is not None:
+            table = self.lm_head in ("nf4", "fp4")
+            if table != (self.onnx_format is OnnxFormat.BNB4):
+                raise ConfigError(
+                    f"--lm-head {self.lm_head} cannot be written as --format {self.onnx_format.value}: "
+                    "nf4/fp4 run only as bnb4, int8/int4/int2 only as matmulnbits or qdq"
+                )
 
     @property
     def resolved_format(self) -> OnnxFormat:
         if self.onnx_format is not None:
             return self.onnx_format
         return OnnxFormat.BNB4 if self.weights in (WeightFormat.NF4, WeightFormat.FP4) else OnnxFormat.MATMULNBITS
+
+    @property
+    def head_weights(self) -> WeightFormat | None:
+        """The LM head's codec (``weights`` unless ``--lm-head`` says otherwise); None keeps it float."""
+        if self.lm_head is None:
+            return self.weights
+        return None if self.lm_head == "float" else WeightFormat(self.lm_head)
+
+    @property
+    def head_format(self) -> OnnxFormat:
+        """The LM head's ONNX format: the body's, unless its codec needs another (nf4/fp4: bnb4)."""
+        head = self.head_weights
+        if head is None or head is self.weights:
+            return self.resolved_format
+        if head in (WeightFormat.NF4, WeightFormat.FP4):
+            return OnnxFormat.BNB4
+        return OnnxFormat.MATMULNBITS if self.resolved_format is OnnxFormat.BNB4 else self.resolved_format
 
 
 # Int8 activation ranges: "auto" picks the best method per tensor (with --data).

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 
 from edgeq.graph.formats import MS_DOMAIN, Emitted
@@ -59,3 +60,55 @@ def emit(q: BlockQuantized, indices: str, output: str, prefix: str, scale_dtype:
         "GatherBlockQuantized", inputs, [output], name=f"{prefix}_GatherBlockQuantized", domain=MS_DOMAIN, **attrs
     )
     return Emitted([node], inits, {MS_DOMAIN: 1})
+
+
+def shares_matmulnbits(bits: int, integer: bool) -> str | None:
+    """Why a GatherBlockQuantized cannot read a MatMulNBits head's packed weight, or None.
+
+    The layouts are byte-compatible: MatMulNBits ``B`` ``[N, k_blocks, blob]`` (codes low-order
+    first, each row padded to whole blocks with code 0) is, flattened to ``[N, k_blocks * blob]``,
+    exactly GatherBlockQuantized's uint8 data with ``bits`` for a table ``[N, k_blocks * block]``
+    blocked along axis 1; scales ``[N, k_blocks]`` and zero points packed per row are the same
+    tensors for both ops, and both default the zero point to 2^(bits-1). The padding columns are
+    sliced off after the gather (as onnxruntime-genai's shared embeddings do).
+    """
+    if not integer:
+        return "GatherBlockQuantized has no kernel for a non-integer codec"
+    if bits not in (2, 4, 8):
+        return f"GatherBlockQuantized has no {bits}-bit kernel"
+    return None
+
+
+def emit_shared(
+    matmul: onnx.NodeProto, rows: int, cols: int, indices: str, output: str, prefix: str
+) -> Emitted:
+    """A lookup reading the packed weight, scales and zero points of ``matmul`` (a MatMulNBits).
+
+    ``Reshape(B, [rows, k_blocks * blob])`` is a view of the head's one initializer; when the
+    table's width ``cols`` is not a multiple of the block the gathered rows are cut back to it.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in matmul.attribute}
+    bits, block = int(attrs["bits"]), int(attrs["block_size"])
+    reason = shares_matmulnbits(bits, True)
+    if reason:
+        raise ValueError(reason)
+    padded = -(-cols // block) * block
+    shape_name, flat = f"{prefix}_table_shape", f"{prefix}_table"
+    inits = [numpy_helper.from_array(np.array([rows, padded * bits // 8], np.int64), shape_name)]
+    nodes = [helper.make_node("Reshape", [matmul.input[1], shape_name], [flat], name=f"{prefix}_table_Reshape")]
+    inputs = [flat, indices, matmul.input[2]]
+    if len(matmul.input) > 3 and matmul.input[3]:
+        inputs.append(matmul.input[3])
+    gathered = output if padded == cols else f"{prefix}_padded"
+    nodes.append(helper.make_node(
+        "GatherBlockQuantized", inputs, [gathered], name=f"{prefix}_GatherBlockQuantized", domain=MS_DOMAIN,
+        gather_axis=0, quantize_axis=1, block_size=block, bits=bits,
+    ))
+    if padded != cols:
+        bounds = {"starts": 0, "ends": cols, "axes": -1}
+        for key, value in bounds.items():
+            inits.append(numpy_helper.from_array(np.array([value], np.int64), f"{prefix}_slice_{key}"))
+        nodes.append(helper.make_node(
+            "Slice", [gathered, *(f"{prefix}_slice_{k}" for k in bounds)], [output], name=f"{prefix}_Slice"
+        ))
+    return Emitted(nodes, inits, {MS_DOMAIN: 1})

@@ -62,6 +62,7 @@ class WeightTarget:
     alpha: float = 1.0
     bias: str | None = None  # Gemm C
     beta: float = 1.0
+    lm_head: bool = False  # produces the graph output ``logits``
 
     @property
     def is_embedding(self) -> bool:

@@ -14,13 +14,10 @@ import onnx
 
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import bnb4, gather, qdq
+from edgeq.graph.formats.gather import emit_shared
 from edgeq.graph.opset import raise_opset
-from edgeq.graph.passes.weight_only import (
-    WeightOnlyRewriter,
-    WeightTarget,
-    plan_targets,
-    weight_bytes,
-)
+from edgeq.graph.passes.lm_head import Tie, plan_decoder
+from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget, weight_bytes
 from edgeq.numerics import weight_only as algorithms
 from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
@@ -31,6 +28,7 @@ from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
 from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
 from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize, scheme_label
+from edgeq.quantize.schemes.weight_only.heads import float_heads, head_codec, share_refusal, tie_note
 from edgeq.quantize.schemes.weight_only.stats import timed_layer_stats
 from edgeq.quantize.schemes.weight_only.writer import emit_target
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
@@ -99,22 +97,37 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     check_config(config)
     if config.method in DATA_DRIVEN and inputs.data is None:
         raise ConfigError(f"--method {config.method.value} needs calibration data: pass --data (an .npz, folder or recipe)")
-    fmt = config.resolved_format
+    fmt, head_fmt = config.resolved_format, config.head_format
     # The standard form is what TensorRT and other runtimes read: they refuse negative scales.
     codec = get_codec(config.weights.value, config.symmetric, positive_scales=fmt is OnnxFormat.QDQ)
-    if fmt is OnnxFormat.QDQ:
-        model = raise_opset(model, qdq.required_opset(codec.bits), "--format qdq", "use --format matmulnbits")
+    lm_codec = head_codec(config)
+    qdq_bits = [c.bits for c, f in ((codec, fmt), (lm_codec, head_fmt)) if c is not None and f is OnnxFormat.QDQ]
+    if qdq_bits:
+        model = raise_opset(model, max(qdq.required_opset(b) for b in qdq_bits), "--format qdq", "use --format matmulnbits")
 
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
     summary.weight_bytes_before = weight_bytes(model)
-    targets, left = plan_targets(model, config.embeddings, config.exclude)
+    plan = plan_decoder(model, config.embeddings, config.exclude)
+    targets, left = plan.targets, plan.left
     check_block_size_fits(config.block_size, targets)
+    if lm_codec is None:
+        targets, kept, notes = float_heads(plan)
+        left = [*left, *kept]
+        summary.notes.extend(notes)
     for skipped in left:
         summary.add(left_decision(skipped))
     table_codec, table_note = embedding_codec(config, codec)
+
+    def codec_of(target: WeightTarget) -> tuple[Codec, OnnxFormat]:
+        return (lm_codec, head_fmt) if target.lm_head and lm_codec is not None else (codec, fmt)
+
+    ties = {id(t.head): t for t in plan.ties if any(t.head is x for x in targets)}
+    shared = {id(t.gather): t for t in ties.values()
+              if t.gather is not None and share_refusal(t, config, codec_of(t.head)[0], table_codec) is None}
     runnable = []
     for target in targets:
-        reason = _refusal(target, codec, table_codec, fmt, config.block_size)
+        target_codec, target_fmt = codec_of(target)
+        reason = None if id(target) in shared else _refusal(target, target_codec, table_codec, target_fmt, config.block_size)
         if reason is None:
             runnable.append(target)
         else:
@@ -128,10 +141,13 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
         stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes)
 
     rewriter = WeightOnlyRewriter(model)
-    groups = _input_groups(targets, config, fmt, stats)
+    groups = _input_groups([t for t in targets if codec_of(t)[0] == codec], config, fmt, stats)
     fitted: dict[str, AlgorithmResult] = {}
+    decisions: dict[int, NodeDecision] = {}
     with progress_bar(len(targets), inputs.progress, "quantizing weights") as bar:
         for target in targets:
+            if id(target) in shared:
+                continue  # written with its head, from the head's codes
             group = groups.get(target.activation, [])
             if config.method is Method.AWQ and target.name not in fitted and target in group:
                 # One AWQ fit per shared input (Q, K, V together): one scale vector for all.
@@ -139,17 +155,45 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
                 results = awq_group(codec, weights, config.block_size, stats[target.activation])
                 fitted.update({t.name: r for t, r in zip(group, results, strict=True)})
             readers = {t.node_index for t in group}
+            target_codec, target_fmt = codec_of(target)
             decision = _quantize_target(
-                rewriter, target, config, fmt, codec, table_codec, table_note, stats, fitted.pop(target.name, None), readers
+                rewriter, target, config, target_fmt, target_codec, table_codec, table_note, stats,
+                fitted.pop(target.name, None), readers,
             )
-            summary.add(decision)
+            decisions[id(target)] = decision
+            tie = ties.get(id(target))
+            if tie is not None and tie.gather is not None and id(tie.gather) in shared:
+                decisions[id(tie.gather)] = _shared_lookup(rewriter, tie, decision)
             if bar is not None:
-                bar.advance(bar.task_ids[0])
+                bar.advance(bar.task_ids[0], advance=1 + (tie is not None and id(tie.gather) in shared))
+    for target in targets:  # in graph order
+        summary.add(decisions[id(target)])
+    for tie in ties.values():
+        if id(tie.head) not in decisions:
+            continue
+        gather = decisions.get(id(tie.gather))
+        refusal = None if id(tie.gather) in shared else share_refusal(tie, config, codec_of(tie.head)[0], table_codec)
+        summary.notes.append(tie_note(tie, decisions[id(tie.head)].scheme, gather.scheme if gather else "", refusal))
     if rewriter.folded_scales:
         summary.notes.append(f"AWQ input scales folded into {rewriter.folded_scales} producer op(s); the others use a Mul")
     model = rewriter.finish()
     summary.weight_bytes_after = weight_bytes(model)
     return QuantizeResult(model, summary)
+
+
+def _shared_lookup(rewriter: WeightOnlyRewriter, tie: Tie, head: NodeDecision) -> NodeDecision:
+    """The tied Gather as a GatherBlockQuantized over the head's MatMulNBits initializers."""
+    gather = tie.gather
+    assert gather is not None
+    matmul = next(n for n in rewriter.replacements[tie.head.node_index] if n.op_type == "MatMulNBits")
+    emitted = emit_shared(matmul, gather.rows, gather.cols, gather.activation, gather.output, rewriter.prefix(gather))
+    rewriter.replace(gather, emitted)
+    return NodeDecision(
+        name=gather.name, op_type=gather.op_type, quantized=True, weight=gather.weight,
+        scheme=f"{head.scheme} (reads the LM head {tie.head.name}'s packed table: stored once)",
+        bits=head.bits, block_size=head.block_size, method=head.method,
+        error={k: v for k, v in head.error.items() if k == "weight_sqnr_db"},
+    )
 
 
 def _quantize_target(
