@@ -69,6 +69,10 @@ def target_section(
             "strongly_typed": strongly,
             "fp16": (not strongly) and plan.float_precision == "fp16",
             "int8": (not strongly) and (plan.quantization == "implicit" or plan.activations == "int8"),
+            # Which int8: TensorRT 8.x needs the INT8 flag for Q/DQ networks too, so the flag alone
+            # does not say whether the scales are in the graph or in the calibration cache.
+            "int8_mode": None if strongly or not (plan.quantization == "implicit" or plan.activations == "int8")
+            else ("implicit" if plan.quantization == "implicit" else "explicit"),
             "dla_core": plan.dla_core,
             "gpu_fallback": plan.gpu_fallback,
             "workspace_mib": profile.memory.workspace_mib,

@@ -37,6 +37,23 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
 
+def int8_mode(target: Mapping[str, Any]) -> Optional[str]:
+    """Which int8 the bundle asks for: "explicit" (Q/DQ nodes carry the scales; TensorRT 8.x still
+    needs its INT8 builder flag for them), "implicit" (scales from the calibration cache), or None.
+
+    Manifests written before ``int8_mode`` existed say only ``int8``: an implicit-int8 bundle
+    always ships its calibration cache, so one without a cache is explicit Q/DQ.
+    """
+    if not target.get("int8") or target.get("strongly_typed"):
+        return None
+    mode = target.get("int8_mode")
+    if mode in ("explicit", "implicit"):
+        return str(mode)
+    if mode is not None:
+        raise BundleError("manifest.json: target int8_mode " + repr(mode) + " is not one of explicit, implicit")
+    return "implicit" if target.get("calibration_cache") else "explicit"
+
+
 def build_settings(
     target: Mapping[str, Any], shapes: Mapping[str, List[int]], calibration_cache: Optional[Path] = None
 ) -> Dict[str, Any]:
@@ -49,6 +66,7 @@ def build_settings(
         "strongly_typed": bool(target.get("strongly_typed", False)),
         "fp16": bool(target.get("fp16", False)),
         "int8": bool(target.get("int8", False)),
+        "int8_mode": int8_mode(target),
         "dla_core": target.get("dla_core"),
         "workspace_mib": target.get("workspace_mib"),
         "shapes": {name: list(shape) for name, shape in sorted(shapes.items())},
@@ -165,8 +183,8 @@ def build_serialized_engine(
 ) -> bytes:
     """The serialized engine for ``model_path`` built with ``settings`` (see ``build_settings``).
 
-    ``implicit_int8`` says the int8 scales come from ``calibration_cache`` (default: whenever the
-    settings ask for int8, which is how a bundle's manifest reads). ``timing_cache``, when given,
+    ``implicit_int8`` says the int8 scales come from ``calibration_cache`` (default: what the
+    settings' ``int8_mode`` says, see ``int8_mode``). ``timing_cache``, when given,
     is read if it exists and rewritten (atomically) after the build. Every failure is one
     ``BundleError`` line.
     """
@@ -178,7 +196,7 @@ def build_serialized_engine(
     if timing_cache is not None:
         timing = config.create_timing_cache(Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b"")
         config.set_timing_cache(timing, False)
-    implicit = bool(settings["int8"]) if implicit_int8 is None else implicit_int8
+    implicit = settings.get("int8_mode") == "implicit" if implicit_int8 is None else implicit_int8
     _set_precision(trt, config, settings, calibration_cache, implicit)
     _set_shapes(builder, config, network, settings["shapes"])
     serialized = builder.build_serialized_network(network, config)

@@ -311,8 +311,27 @@ def test_implicit_int8_bundle_hands_its_calibration_cache_to_the_builder(tmp_pat
 
 
 def test_implicit_int8_without_a_cache_is_refused(tmp_path, trt_log):
-    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "int8": True})
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "int8": True, "int8_mode": "implicit"})
     with pytest.raises(BundleError, match="names no calibration cache"):
+        Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]})
+
+
+@pytest.mark.parametrize("target", [
+    {"backend": "tensorrt", "int8": True, "int8_mode": "explicit"},  # TensorRT 8.5: Q/DQ with the INT8 flag
+    {"backend": "tensorrt", "int8": True},  # a manifest from before int8_mode: no cache means explicit
+])
+def test_explicit_qdq_int8_on_tensorrt_8_builds_with_the_int8_flag_and_no_calibrator(tmp_path, trt_log, target):
+    """Xavier / Orin on JetPack 5.1: the INT8 builder flag for a Q/DQ network, no calibration cache asked."""
+    bundle = make_bundle(tmp_path / "bundle", target=target)
+    with Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]}):
+        pass
+    assert "build" in trt_log and "flag int8" in trt_log
+    assert not [line for line in trt_log if "calibrator" in line or "calibration cache" in line]
+
+
+def test_an_unknown_int8_mode_is_one_line(tmp_path, trt_log):
+    bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "int8": True, "int8_mode": "magic"})
+    with pytest.raises(BundleError, match="int8_mode 'magic'"):
         Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]})
 
 
@@ -346,7 +365,8 @@ def test_builder_explicit_int8_sets_the_flag_without_a_calibrator(tmp_path, trt_
     with pytest.raises(BundleError, match="names no calibration cache"):
         build_serialized_engine(tensorrt, model, _settings(int8=True), implicit_int8=True)
     with pytest.raises(BundleError, match="calibration cache implicit int8 needs is missing"):
-        build_serialized_engine(tensorrt, model, _settings(int8=True), calibration_cache=tmp_path / "absent.cache")
+        build_serialized_engine(tensorrt, model, _settings(int8=True, int8_mode="implicit"),
+                                calibration_cache=tmp_path / "absent.cache")
 
 
 def test_builder_reads_and_rewrites_the_timing_cache(tmp_path, trt_log):

@@ -159,7 +159,7 @@ class TensorRTBackend(Backend):
                 return engine
             log.warning("cached engine %s does not load; rebuilding it", cached)
         log.warning("building a TensorRT engine for %s on %s (first use; cached in %s)", model_path, self.gpu_name, cached)
-        # The manifest's "int8" without strong typing is implicit int8: the scales come from the cache.
+        # Implicit int8 takes its scales from the cache; explicit Q/DQ carries them (build_settings' int8_mode).
         serialized = build_serialized_engine(self._trt, model_path, settings, logger=self._logger,
                                              calibration_cache=self._options.calibration_cache)
         atomic_write_bytes(cached, serialized)
