@@ -84,7 +84,7 @@ def _short(exc: BaseException) -> str:
 
 
 def _case(bits: int, block: int, symmetric: bool, table_float: bool) -> str:
-    case = "source grid" if (bits == 4 and block == 32 and not symmetric) else ""
+    case = "source-grid case (Q4_1)" if (bits == 4 and block == 32 and not symmetric) else ""
     if table_float:
         case = f"{case}, table float" if case else "table float"
     return case
@@ -127,6 +127,24 @@ def memory_bandwidth() -> tuple[float, str]:
     how = (f"numpy, one thread, 1 GiB float64 array, best of 5: sum (read) {read / 1e9:.1f} GB/s, "
            f"copyto (read + write) {copy / 1e9:.1f} GB/s; the limit uses the larger")
     return max(read, copy), how
+
+
+def source_grid(src: Path) -> str:
+    """Does the fp32 model lie on Q4_1's grid (per 32-block min + scale * q, q in 0..15, float offset)?"""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {i.name: i for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits)
+    w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)  # [K, N]; Q4_1 blocks run along K
+    blocks = w.T.reshape(w.shape[1], -1, 32)
+    low, high = blocks.min(-1, keepdims=True), blocks.max(-1, keepdims=True)
+    step = np.where(high > low, (high - low) / 15, 1.0)
+    regrid = np.round((blocks - low) / step) * step + low
+    error = float(np.sqrt(((regrid - blocks) ** 2).mean() / (blocks**2).mean()))
+    return (f"source grid: {node.name}'s fp32 weight re-gridded to per-32-block min/max with a FLOAT offset has relative "
+            f"RMS error {error:.1e} (it is Q4_1 exactly); MatMulNBits files from both tools store integer (uint4) zero "
+            f"points, so the offset rounds to a whole step and no row below reproduces the grid")
 
 
 # -- quantizers -------------------------------------------------------------------------------
@@ -423,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     sequences = 4 if args.quick else 8
     tokens = heldout_tokens(args.cache / TOKENIZER_FILE, sequences)
     bandwidth, bandwidth_how = memory_bandwidth()
+    grid = source_grid(src)
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgeq-decoder-bench-") as tmp:
@@ -445,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed: onnxruntime CPU, {THREADS} threads, all optimizations; prefill = {PREFILL_TOKENS}-token prompt, decode = "
           f"one token after it; median over interleaved rounds, warm-up excluded")
     print(f"memory bandwidth {bandwidth / 1e9:.1f} GB/s ({bandwidth_how})")
+    print(grid)
     print("limit = decode tokens/s if every byte of the file is read once per token at that bandwidth; frac = measured / limit")
     print()
     print_table(rows, fp32, bandwidth)
