@@ -43,6 +43,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/int8.py
 	$(PY) benchmarks/weight_only.py
 	$(PY) benchmarks/mixed.py
+	$(PY) benchmarks/decoder.py
 
 clean:
 	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache
