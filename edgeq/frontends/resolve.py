@@ -14,8 +14,8 @@ from pathlib import Path
 
 import onnx
 
-from edgeq.frontends.spec import is_factory_spec
-from edgeq.graph.io import load_model
+from edgeq.frontends.spec import is_factory_spec, parse_factory_spec
+from edgeq.graph.io import load_model, model_files
 
 
 def resolve_model(spec: str | Path) -> Path:
@@ -41,11 +41,8 @@ def load_model_spec(spec: str | Path, load_external_data: bool = True) -> onnx.M
 def model_input_files(spec: str | Path) -> list[Path]:
     """The user's files a model argument reads: the ONNX file and its external data, the bundle's
     model, or a factory spec's Python file. An output that is one of them must be refused."""
-    from edgeq.graph.io import model_files
-
     if is_factory_spec(spec):
-        match = str(spec).rsplit(":", 1)[0]
-        return [Path(match).expanduser()]
+        return [parse_factory_spec(spec).file]
     path = Path(spec)
     if path.is_dir():
         return [path, *model_files(path / "model.onnx")] if (path / "model.onnx").is_file() else [path]
