@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeq.errors import ConfigError
+
 # Every output this process has put in place, in order: an interrupted command can say exactly
 # what it left behind instead of guessing "nothing".
 _COMMITTED: list[Path] = []
@@ -143,8 +145,6 @@ def refuse_overwriting_inputs(outputs: dict[str, str | Path | None], inputs: lis
     Symlinks and hard links count as the same file, and so does an output folder that holds an
     input (a bundle written over the folder it is read from).
     """
-    from edgeq.errors import ConfigError
-
     files = [Path(p) for p in inputs if p is not None and str(p)]
     named = [(option, Path(target)) for option, target in outputs.items() if target is not None and str(target)]
     for i, (option, out) in enumerate(named):
@@ -168,8 +168,6 @@ def check_output_paths(outputs: dict[str, str | Path | None], folders: tuple[str
     A file output may not be an existing folder (``folders`` names the options that write a
     folder); its nearest existing parent must be a writable folder, not a file.
     """
-    from edgeq.errors import ConfigError
-
     for option, target in outputs.items():
         if target is None or not str(target):
             continue
@@ -183,6 +181,15 @@ def check_output_paths(outputs: dict[str, str | Path | None], folders: tuple[str
             raise ConfigError(f"{option} {out}: {parent} is a file, not a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise ConfigError(f"{option} {out}: cannot write in {parent} (permission denied)")
+
+
+def _file_target(final: str | Path) -> Path:
+    """``final`` as a file output whose folder exists (created if needed); a folder is refused."""
+    final = Path(final)
+    if final.is_dir():
+        raise ConfigError(f"{final}: is a folder; expected a file path")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final
 
 
 class OutputSet:
@@ -199,12 +206,7 @@ class OutputSet:
         self._scratch: list[Path] = []
 
     def path(self, final: str | Path) -> Path:
-        final = Path(final)
-        if final.is_dir():
-            from edgeq.errors import ConfigError
-
-            raise ConfigError(f"{final}: is a folder; expected a file path")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final = _file_target(final)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
         self._pending.append((Path(tmp_name), final))
@@ -216,12 +218,7 @@ class OutputSet:
 
     def scratch_dir(self, final: str | Path) -> Path:
         """A temporary folder beside ``final`` (same file system, so renames are atomic), removed at the end."""
-        final = Path(final)
-        if final.is_dir():
-            from edgeq.errors import ConfigError
-
-            raise ConfigError(f"{final}: is a folder; expected a file path")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final = _file_target(final)
         scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         self._scratch.append(scratch)
         return scratch
