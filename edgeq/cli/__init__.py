@@ -52,11 +52,6 @@ def _load_commands() -> None:
 _load_commands()
 
 
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise SystemExit(2)
-
-
 def _usage_exceptions() -> tuple[type[BaseException], ...]:
     """click's exceptions and typer's vendored copies of them: typer raises the latter."""
     import click
@@ -79,11 +74,11 @@ def usage_line(exc: BaseException) -> str:
     return message
 
 
-def interrupted_line() -> str:
-    """What an interruption left behind, exactly: the outputs already in place, or none."""
+def interrupted_line(since: int = 0) -> str:
+    """What an interruption left behind, exactly: the outputs this run put in place, or none."""
     from edgeq.fileio import committed_outputs
 
-    written = committed_outputs()
+    written = committed_outputs()[since:]
     if not written:
         return "error: interrupted; no output was written"
     return "error: interrupted after writing " + ", ".join(str(p) for p in written)
@@ -103,8 +98,11 @@ def _terminate_as_interrupt() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app; every failure is one ``error:`` line on stderr (exit 2, 130 on Ctrl-C or SIGTERM)."""
+    from edgeq.fileio import committed_outputs
+
     usage_errors = _usage_exceptions()
     _terminate_as_interrupt()
+    mark = len(committed_outputs())  # main() may run many times in one process (tests, scripts)
     try:
         from edgeq.cli._common import check_file_outputs
 
@@ -113,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         # With standalone_mode=False click returns Ctrl-C's exit code instead of raising.
         if isinstance(result, int) and result:
             if result == 130:
-                typer.echo(interrupted_line(), err=True)
+                typer.echo(interrupted_line(mark), err=True)
             return result
     except EdgeqError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        typer.echo(interrupted_line(), err=True)
+        typer.echo(interrupted_line(mark), err=True)
         return 130
     except OSError as exc:  # the disk or the file system said no (full, read-only, permissions)
         where = f"{exc.filename}: " if exc.filename else ""

@@ -68,3 +68,15 @@ def test_unknown_command_is_one_line(capsys):
 def test_some_command_has_a_numeric_option():
     """The non-number test above must not be vacuous."""
     assert any(numeric_options(c) for c in commands().values())
+
+
+def test_an_interruption_names_only_this_runs_outputs(tmp_path, capsys, monkeypatch):
+    """main() runs many times in one process: an earlier run's outputs are not this run's."""
+    from edgeq import fileio
+    from edgeq.cli import interrupted_line
+
+    fileio.atomic_write_text(tmp_path / "earlier.json", "{}")
+    mark = len(fileio.committed_outputs())
+    assert interrupted_line(mark) == "error: interrupted; no output was written"
+    fileio.atomic_write_text(tmp_path / "now.json", "{}")
+    assert interrupted_line(mark) == f"error: interrupted after writing {tmp_path / 'now.json'}"
