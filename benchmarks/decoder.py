@@ -23,8 +23,6 @@ exactly and is marked "source grid".
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import os
 import platform
@@ -175,7 +173,7 @@ ORT_LABELS = {"DEFAULT": "DEFAULT", "RTN": "RTN", "HQQ": "HQQ", "k_quant": "k_qu
 
 
 def run_ort(src: Path, work: Path, algorithm: str, bits: int, block: int, symmetric: bool) -> Row:
-    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
+    from benchmarks.ort_weight_only import quantize_with_onnxruntime
 
     sym = "sym" if symmetric else "asym"
     label = f"int{bits} {sym} {ORT_LABELS[algorithm]}" if algorithm != "NF4" else ORT_LABELS[algorithm]
@@ -183,27 +181,8 @@ def run_ort(src: Path, work: Path, algorithm: str, bits: int, block: int, symmet
     out = work / f"ort_{algorithm}_{bits}_{block}_{int(symmetric)}.onnx"
     start = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            model = onnx.load(str(src))
-            if algorithm == "NF4":
-                from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
-
-                bnb = MatMulBnb4Quantizer(model, quant_type=1, block_size=block)
-                bnb.process()
-                quantized = bnb.model.model
-            else:
-                if algorithm == "HQQ":
-                    config: Any = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=bits)
-                elif algorithm == "RTN":
-                    config = mnq.RTNWeightOnlyQuantConfig()
-                elif algorithm == "k_quant":
-                    config = mnq.KQuantWeightOnlyQuantConfig()
-                else:
-                    config = mnq.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, bits=bits)
-                quantizer = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=symmetric, algo_config=config)
-                quantizer.process()
-                quantized = quantizer.model.model
-            onnx.save_model(quantized, str(out))
+        quantized = quantize_with_onnxruntime(onnx.load(str(src)), algorithm, bits, block, symmetric)
+        onnx.save_model(quantized, str(out))
     except Exception as exc:
         row.note = f"failed: {_short(exc)}"
         return row

@@ -12,8 +12,6 @@ Peak memory of ``edgeq quantize`` on MiniLM is measured in a child process.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
@@ -166,7 +164,7 @@ class _Reader:
 
 
 def run_ort(evaluator: Evaluator, workdir: Path, calib: Path, algorithm: str, bits: int, block: int) -> Row:
-    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
+    from benchmarks.ort_weight_only import quantize_with_onnxruntime
 
     model = onnx.load(str(evaluator.float_path))
     out = workdir / f"ort_{algorithm}_{bits}_{block}.onnx"
@@ -176,27 +174,10 @@ def run_ort(evaluator: Evaluator, workdir: Path, calib: Path, algorithm: str, bi
     row = Row("onnxruntime", label, bits, block, False)
     start = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            if algorithm == "NF4":
-                from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
-
-                bnb = MatMulBnb4Quantizer(model, quant_type=1, block_size=block)
-                bnb.process()
-                quantized = bnb.model.model
-            else:
-                if algorithm == "RTN":
-                    config: Any = mnq.RTNWeightOnlyQuantConfig()
-                elif algorithm == "HQQ":
-                    config = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=bits)
-                elif algorithm == "GPTQ":
-                    # onnxruntime runs the whole model once per sample per distinct MatMul input
-                    # (24 x samples runs of 128 tokens): 32 samples keep it to minutes.
-                    config = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calib, ORT_GPTQ_SAMPLES), block_size=block, actorder=True)
-                else:
-                    config = mnq.DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=False, bits=bits)
-                quantizer = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=False, algo_config=config)
-                quantizer.process()
-                quantized = quantizer.model.model
+        # onnxruntime's GPTQ runs the whole model once per sample per distinct MatMul input
+        # (24 x samples runs of 128 tokens): 32 samples keep it to minutes.
+        reader = _Reader(calib, ORT_GPTQ_SAMPLES) if algorithm == "GPTQ" else None
+        quantized = quantize_with_onnxruntime(model, algorithm, bits, block, symmetric=False, calibration_reader=reader)
     except Exception as exc:  # a peer failing is a row in the table, not a crash of the benchmark
         row.note = f"failed: {' '.join(str(exc).split())[:80]}"
         return row
