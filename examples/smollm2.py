@@ -78,6 +78,23 @@ def heldout_text() -> str:
     return "\n\n".join(_prose_paragraphs(topics[PERPLEXITY_TOPIC]))
 
 
+# Held out from calibration: the topics perplexity and greedy agreement are measured on.
+HELDOUT_TOPICS = ("execmodel", "specialnames", "with")
+
+
+def calibration_text() -> str:
+    """Prose of every other ``pydoc_data.topics`` topic: what GPTQ/AWQ calibrate a decoder on.
+
+    Nothing of :data:`HELDOUT_TOPICS` is in it, so perplexity on those measures text the
+    quantizer never saw.
+    """
+    from pydoc_data.topics import topics
+
+    from examples.datasets import _prose_paragraphs
+
+    return "\n\n".join(p for name in sorted(topics) if name not in HELDOUT_TOPICS for p in _prose_paragraphs(topics[name]))
+
+
 def _sources() -> list[Path]:
     import edgeq.frontends.decoder_export as exporter
     import edgeq.frontends.gguf as reader

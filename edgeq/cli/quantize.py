@@ -114,7 +114,12 @@ def quantize_command(
     accuracy_level: int = typer.Option(0, "--accuracy-level", help="MatMulNBits accuracy_level (0-4)."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Quantize Gather embedding tables."),
     calib: Path | None = typer.Option(None, "--calib", help=CALIB_HELP),
-    data: Path | None = typer.Option(None, "--data", help=".npz, folder of .npy/.npz, or recipe TOML."),
+    data: Path | None = typer.Option(
+        None, "--data", help=".npz, folder of .npy/.npz, or recipe TOML; for a decoder also a .txt or a token .npz (input_ids/tokens)."
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="Decoders: tokenizer.json for .txt --data (default: tokenizer.json beside the model)."
+    ),
     samples: int | None = typer.Option(None, "--samples", help="Use at most this many samples of --data."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per inference batch."),
     exclude: str | None = typer.Option(None, "--exclude", help="Regex of node names to leave in float."),
@@ -147,7 +152,7 @@ def quantize_command(
     )
     result = quantize_file(
         model, config, output, data=data, calibration=calib, summary_path=summary,
-        samples=samples, batch_size=batch_size, progress=not quiet,
+        samples=samples, batch_size=batch_size, progress=not quiet, tokenizer=tokenizer,
     )
     if not quiet:
         typer.echo(result.summary.format_text())

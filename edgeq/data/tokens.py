@@ -125,3 +125,20 @@ def load_tokens(
     if samples is not None:
         ids = ids[:samples]
     return TokenData(ids, origin)
+
+
+def tokenizer_beside(model_path: str | Path) -> Path | None:
+    """The tokenizer a model folder carries: ``tokenizer.json`` (onnxruntime-genai's and Hugging
+    Face's folders) or ``<model stem>.tokenizer.json`` beside the model file; None when neither is."""
+    model = Path(model_path)
+    for candidate in (model.parent / "tokenizer.json", model.parent / f"{model.stem}.tokenizer.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def text_tokenizer(data: str | Path | None, tokenizer: str | Path | None, model_path: str | Path) -> str | Path | None:
+    """``tokenizer`` as given; for ``.txt`` data without one, the tokenizer beside the model (if any)."""
+    if tokenizer is not None or data is None or Path(data).suffix != ".txt":
+        return tokenizer
+    return tokenizer_beside(model_path)

@@ -119,17 +119,21 @@ def quantize_file(
     samples: int | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    tokenizer: str | Path | None = None,
 ) -> QuantizeResult:
     """Load, quantize, check and save atomically; the public function behind ``edgeq quantize``.
 
     ``calibration`` is read with :func:`edgeq.calibrate.load_calibration`, checked against
-    ``model_path``; with ``data`` too, the data decides the activation ranges.
+    ``model_path``; with ``data`` too, the data decides the activation ranges. A decoder's
+    ``data`` may be text (``.txt`` with ``tokenizer``, else the tokenizer beside the model) or
+    token ids: it is fed as prefills, so GPTQ/AWQ and ``--kv-cache int8`` see the activations of
+    real text.
     """
     from edgeq.fileio import OutputSet
     from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model, save_model
 
-    refuse_outputs_over_inputs({"-o": output, "--summary": summary_path}, model_path, [data, calibration])
+    refuse_outputs_over_inputs({"-o": output, "--summary": summary_path}, model_path, [data, calibration, tokenizer])
     onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
     model = load_model(onnx_path)
     source = None
@@ -140,8 +144,10 @@ def quantize_file(
         table = load_calibration(calibration, onnx_path)
     if data is not None:
         from edgeq.data import load_data
+        from edgeq.data.tokens import text_tokenizer
 
-        source = load_data(data, model, samples=samples, batch_size=batch_size)
+        source = load_data(data, model, samples=samples, batch_size=batch_size,
+                           tokenizer=text_tokenizer(data, tokenizer, model_path))
     result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress), copy=False)
     with OutputSet() as outputs:  # the model and its summary land together or not at all
         # The model first: what its check could not cover becomes a note in the summary.
