@@ -23,10 +23,16 @@ DECODER_METRICS = [
 ]
 
 
+def _kv(nbytes: int | None) -> str:
+    return DASH if nbytes is None else f"{nbytes:,} B"
+
+
 def _table(section: dict[str, Any]) -> str:
     compare = section["compare"]["_data"]
     front = set(section["summary"]["pareto_front"]["size"])
-    head = ['<th class="name">model</th>', "<th>file size</th>"]
+    kv = compare.get("kv_bytes_per_token") or {}
+    head = ['<th class="name">model</th>', "<th>file size</th>",
+            '<th title="bytes the KV cache grows by per token, all layers, keys and values">KV cache / token</th>']
     head += [f"<th>{esc(METRIC_LABELS[m])}</th>" for m in DECODER_METRICS]
 
     def name_cell(label: str, detail: str, title: str) -> str:
@@ -37,6 +43,7 @@ def _table(section: dict[str, Any]) -> str:
     ref_cells = [
         name_cell(section["reference_label"], f"({os.path.basename(compare['reference'])})", compare["reference"]),
         f"<td>{fmt_bytes(compare['reference_file_bytes'])}</td>",
+        f"<td>{_kv(compare.get('reference_kv_bytes_per_token'))}</td>",
         f"<td>{fmt_metric('perplexity', compare['reference_perplexity'])}</td>",
         *['<td class="muted">ref</td>' for _ in DECODER_METRICS[1:]],
     ]
@@ -47,6 +54,7 @@ def _table(section: dict[str, Any]) -> str:
         cells = [
             name_cell(variant["name"], "", variant["path"]),
             f"<td>{fmt_bytes(variant['file_bytes'])}{ratio_html}</td>",
+            f"<td>{_kv(kv.get(variant['name']))}</td>",
             *[f"<td>{fmt_metric(m, variant['metrics'].get(m))}</td>" for m in DECODER_METRICS],
         ]
         rows.append(f"<tr>{''.join(cells)}</tr>")

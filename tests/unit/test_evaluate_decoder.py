@@ -131,7 +131,8 @@ def test_report_shows_decoder_metrics(decoders, tmp_path):
     rough_m = result.variants[1].metrics
     for text in ("perplexity", "next-token agreement", "greedy agreement", "Perplexity against size",
                  f"{result.reference_perplexity:.3f}", f"{rough_m['perplexity']:.3f}",
-                 f"{rough_m['next_token_agreement'] * 100:.1f}%", "<svg", "Worst layers"):
+                 f"{rough_m['next_token_agreement'] * 100:.1f}%", "<svg", "Worst layers", "KV cache / token",
+                 f"{result.reference_kv_bytes_per_token:,} B"):
         assert text in page, text
     section = load_report(js).sections[0]
     assert section["kind"] == "decoder"

@@ -190,7 +190,7 @@ def test_gemm_transb_tie_shares_too() -> None:
     assert any("stored once" in note for note in summary.notes)
 
 
-def test_int8_head_over_int4_body_stores_the_table_per_precision() -> None:
+def test_int8_head_over_int4_body_stores_the_table_once_at_int8() -> None:
     weights = random_weights(3)
     model = tied_decoder(weights)
     q, summary = _quantize(model, weights="int4", block_size=16, lm_head="int8")
@@ -198,10 +198,14 @@ def test_int8_head_over_int4_body_stores_the_table_per_precision() -> None:
     assert bits.pop("logits") == 8 and set(bits.values()) == {4}
     head = next(d for d in summary.nodes if d.name == "lm_head")
     assert head.bits == 8 and head.scheme.startswith("int8")
-    assert any("stored twice" in n and "one copy per precision" in n for n in summary.notes)
-    # The Gather reads its own int4 copy; logits match the reference built from both copies.
+    assert any("stored once" in n for n in summary.notes)
+    # The Gather reads the head's int8 bytes (one initializer), and logits match the reference.
+    head_node = next(n for n in nodes(q, "MatMulNBits") if n.output[0] == "logits")
     lookup = next(n for n in nodes(q, "GatherBlockQuantized") if n.input[1] == "input_ids")
-    assert _inits(q)[lookup.input[0]].data_type == TensorProto.INT4
+    assert helper.get_attribute_value(next(a for a in lookup.attribute if a.name == "bits")) == 8
+    assert next(n for n in q.graph.node if n.output[0] == lookup.input[0]).input[0] == head_node.input[1]
+    table_bytes = [t for t in q.graph.initializer if t.name == head_node.input[1]]
+    assert len(table_bytes) == 1 and table_bytes[0].data_type == TensorProto.UINT8
     np.testing.assert_allclose(run(q), forward(weights_of(q, model, weights), IDS), rtol=2e-3, atol=2e-3)
 
 

@@ -3,7 +3,10 @@
 A tied table (the Gather's table is the head's weight) is quantized once and written once when
 both ops can read one packed form: MatMulNBits for the head, GatherBlockQuantized through a
 ``Reshape`` of the same bytes for the lookup (see ``edgeq.graph.formats.gather.shares_matmulnbits``).
-Otherwise it is stored once per precision the two nodes need, and the summary says why.
+The shared table takes the head's precision (``--lm-head int8`` over an int4 body stores the
+table once, at int8, for both): one int8 copy is smaller than an int4 table plus an int8 head,
+and the lookup is then as exact as the head. Otherwise it is stored once per precision the two
+nodes need, and the summary says why.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def share_refusal(tie: Tie, config: WeightOnlyConfig, head: Codec, table: Codec)
         return None
     if config.head_format is not OnnxFormat.MATMULNBITS:
         return f"--format {config.head_format.value} for the head: only MatMulNBits' packing is GatherBlockQuantized's"
-    if head != table:
+    if head != table and not head.is_integer:
         return f"the LM head is {head.name} (--lm-head), the table {table.name}: one copy per precision"
     if tie.head.alpha != 1.0:
         return f"the head's Gemm alpha ({tie.head.alpha}) is folded into its codes"
