@@ -256,3 +256,29 @@ def test_cli_lm_head_int8_over_int4(tmp_path, capsys) -> None:
     np.testing.assert_allclose(run(q), forward(weights_of(q, tied_decoder(weights), weights), IDS), rtol=2e-3, atol=2e-3)
     assert main(["quantize", str(source), "-o", str(out), "--lm-head", "int3"]) == 2
     assert "--lm-head" in capsys.readouterr().err
+
+
+def test_mixed_plan_treats_the_tied_table_as_one_matrix_stored_once() -> None:
+    """``--budget`` on a tied decoder: the head and its lookup take one format, one copy, and the
+    whole file fits the budget; onnxruntime's logits equal the float64 forward of the file's weights."""
+    from edgeq.data import load_data
+    from edgeq.quantize.config import MixedPrecisionConfig
+
+    weights = random_weights(5)
+    model = tied_decoder(weights)
+    rng = np.random.default_rng(0)
+    data = load_data({"input_ids": rng.integers(0, VOCAB, (16, 6)).astype(np.int64)}, model, batch_size=8)
+    budget = int(model.ByteSize() * 0.6)
+    config = MixedPrecisionConfig(budget_bytes=budget, candidates=("int4", "int8", "float"), block_size=16)
+    result = quantize(model, config, QuantizeInputs(data=data))
+    q, summary = result.model, result.summary
+    assert q.ByteSize() <= budget
+    head = next(d for d in summary.nodes if d.name == "lm_head")
+    lookup = next(d for d in summary.nodes if d.op_type == "Gather" and d.weight == "embed")
+    assert head.quantized and lookup.quantized and head.bits == lookup.bits
+    assert "stored once" in lookup.scheme
+    head_node = next(n for n in nodes(q, "MatMulNBits") if n.output[0] == "logits")
+    gather = next(n for n in nodes(q, "GatherBlockQuantized") if n.input[1] == "input_ids")
+    assert next(n for n in q.graph.node if n.output[0] == gather.input[0]).input[0] == head_node.input[1]
+    assert "embed" not in _inits(q)  # the float table is gone: neither node reads it
+    np.testing.assert_allclose(run(q), forward(weights_of(q, model, weights), IDS), rtol=2e-3, atol=2e-3)

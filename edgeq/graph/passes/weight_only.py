@@ -63,6 +63,8 @@ class WeightTarget:
     bias: str | None = None  # Gemm C
     beta: float = 1.0
     lm_head: bool = False  # produces the graph output ``logits``
+    # A Gather reading this head's table (a tie), written from the head's codes (stored once).
+    shared_lookup: WeightTarget | None = None
 
     @property
     def is_embedding(self) -> bool:

@@ -54,7 +54,8 @@ def removable_weights(model: onnx.ModelProto, targets: Sequence[WeightTarget]) -
     """
     graph = model.graph
     names = {t.weight for t in targets} & {t.name for t in graph.initializer}
-    target_nodes = {t.node_index for t in targets}
+    target_nodes = {t.node_index for t in targets} | {t.shared_lookup.node_index for t in targets if t.shared_lookup}
+    target_nodes |= _tied_transposes(graph, targets, target_nodes)
     for index, node in enumerate(graph.node):
         readers = set(node.input) & names
         if index not in target_nodes or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
@@ -65,6 +66,21 @@ def removable_weights(model: onnx.ModelProto, targets: Sequence[WeightTarget]) -
         names -= {name for i, name in enumerate(node.input) if i != position}
     names -= {o.name for o in graph.output}
     return names
+
+
+def _tied_transposes(graph: onnx.GraphProto, targets: Sequence[WeightTarget], owned: set[int]) -> set[int]:
+    """The ``Transpose`` nodes a tied head reads its table through: they go when the head is rewritten."""
+    tied = {t.weight for t in targets if t.shared_lookup is not None}
+    readers: dict[str, set[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            readers.setdefault(name, set()).add(index)
+    outputs = {o.name for o in graph.output}
+    return {
+        index for index, node in enumerate(graph.node)
+        if node.op_type == "Transpose" and node.input and node.input[0] in tied
+        and node.output[0] not in outputs and readers.get(node.output[0], set()) <= owned
+    }
 
 
 def stripped_bytes(model: onnx.ModelProto, weights: set[str]) -> int:

@@ -51,6 +51,10 @@ def unavailable_reason(target: WeightTarget, fmt: str) -> str | None:
     if target.is_embedding:
         probe = BlockQuantized(codec, 16, np.zeros((1, target.cols), np.uint8), np.zeros((1, 1), np.float32))
         return gather.check_table(probe)
+    if target.shared_lookup is not None:
+        refusal = gather.shares_matmulnbits(codec.bits, codec.is_integer)
+        if refusal is not None:
+            return f"the table is tied to {target.shared_lookup.name}, which cannot read it ({refusal})"
     return None
 
 
@@ -64,6 +68,9 @@ def fit(w: np.ndarray, target: WeightTarget, fmt: str, block_size: int, method: 
         flat=flat, cols=target.cols, block_size=block_size,
     )
     method = Method(chosen)
+    if method is Method.AWQ and target.shared_lookup is not None:
+        # AWQ scales the head's input channels: its codes would no longer be the lookup's table.
+        method, note = Method.RTN, "rtn for the tied head: AWQ's input scales would not suit the lookup"
     result = algorithms.run(method.value, codec, w.reshape(1, -1) if flat else w, block_size, layer_stats)
     return Fitted(result, method, note, flat)
 

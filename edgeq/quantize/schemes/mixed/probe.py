@@ -79,17 +79,26 @@ class WeightProbe:
         self.targets = list(targets)
         self.inputs: list[str] = []
         self.stored: list[np.ndarray] = []
+        probed_nodes = []
         for target in self.targets:
-            node = nodes[target.node_index]
-            position = 0 if target.is_embedding else 1
+            # A tied head is probed at its table: the lookup and the head's Transpose read the fed
+            # weight, as both will read the one quantized copy.
+            probed = target.shared_lookup or target
+            node = nodes[probed.node_index]
+            probed_nodes.append(node)
+            position = 0 if probed.is_embedding else 1
             weight = input_value(node, position)
             if weight is None or weight.name != target.weight:
-                raise ValueError(f"{target.name}: input {position} is not the weight {target.weight}")
+                raise ValueError(f"{probed.name}: input {position} is not the weight {target.weight}")
             value = constant(weight)
             if value is None:
                 raise ValueError(f"{target.weight} is not a constant")
             fed = _fed_value(names(f"edgeq_probe_{target.weight}"), target.dtype, value.shape)
-            node.replace_input_with(position, fed)
+            if target.shared_lookup is not None:
+                for use in list(weight.uses()):
+                    use.node.replace_input_with(use.idx, fed)
+            else:
+                node.replace_input_with(position, fed)
             probe.graph.inputs.append(fed)
             self.inputs.append(fed.name or "")
             self.stored.append(np.ascontiguousarray(value.astype(target.dtype)))
@@ -97,7 +106,7 @@ class WeightProbe:
         if with_bias:
             self._add_bias_inputs(probe.graph, [nodes[t.node_index] for t in self.targets], names)
         position_of = {node: index for index, node in enumerate(probe.graph)}
-        self.node_index = [position_of[nodes[t.node_index]] for t in self.targets]
+        self.node_index = [position_of[node] for node in probed_nodes]
         _drop_unread_initializers(probe.graph)
         self.probe = ir.serde.serialize_model(probe)
         self.session = _session(self.probe)

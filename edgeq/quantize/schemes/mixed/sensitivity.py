@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeq.graph.passes.weight_only import LeftInFloat, WeightTarget, plan_targets, read_weight
+from edgeq.graph.passes.lm_head import DecoderPlan, plan_decoder
+from edgeq.graph.passes.weight_only import LeftInFloat, WeightTarget, read_weight
 from edgeq.metrics import sqnr_db
 from edgeq.numerics.allocation import Option
 from edgeq.numerics.weight_only import LayerStats, weighted_error
@@ -117,9 +118,14 @@ class SensitivityTable:
 
 
 def plan_matrices(model: onnx.ModelProto, config: MixedPrecisionConfig) -> tuple[list[WeightTarget], list[LeftInFloat], dict[int, dict[str, str]]]:
-    """The matrices in the budget, the nodes left out (with reasons) and unavailable formats per matrix."""
+    """The matrices in the budget, the nodes left out (with reasons) and unavailable formats per matrix.
+
+    A table tied to the LM head is one matrix: the head target, with the Gather as its
+    ``shared_lookup``, so the plan prices and measures it once and writes it once.
+    """
     candidates = resolve_candidates(config)
-    targets, left = plan_targets(model, config.embeddings, config.exclude)
+    plan = plan_decoder(model, config.embeddings, config.exclude)
+    targets, left = fold_ties(plan), plan.left
     check_block_size_fits(config.block_size, targets)
     kept: list[WeightTarget] = []
     unavailable: dict[int, dict[str, str]] = {}
@@ -132,6 +138,16 @@ def plan_matrices(model: onnx.ModelProto, config: MixedPrecisionConfig) -> tuple
         unavailable[len(kept)] = reasons
         kept.append(target)
     return kept, left, unavailable
+
+
+def fold_ties(plan: DecoderPlan) -> list[WeightTarget]:
+    """The plan's targets with each tied Gather folded into its head's ``shared_lookup``."""
+    folded: set[int] = set()
+    for tie in plan.ties:
+        if tie.gather is not None and tie.head.alpha == 1.0 and any(t is tie.gather for t in plan.targets):
+            tie.head.shared_lookup = tie.gather
+            folded.add(id(tie.gather))
+    return [t for t in plan.targets if id(t) not in folded]
 
 
 def measure_sensitivity(

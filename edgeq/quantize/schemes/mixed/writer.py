@@ -16,6 +16,7 @@ from edgeq.quantize.schemes.mixed.candidates import FLOAT, check_config, resolve
 from edgeq.quantize.schemes.mixed.fitting import Fitted, extra_bytes, fit, float_bytes, replacement
 from edgeq.quantize.schemes.mixed.sensitivity import SensitivityTable
 from edgeq.quantize.schemes.weight_only.decisions import scheme_label
+from edgeq.quantize.schemes.weight_only.heads import write_shared_lookup
 from edgeq.quantize.summary import NodeDecision
 
 METADATA_KEY = "edgeq.mixed_precision"
@@ -56,12 +57,11 @@ def build_mixed(
         error = {"predicted_output_rel_mse": option.error, "bytes": float(option.nbytes)}
         if fmt == FLOAT:
             sizes.append(float_bytes(target))
-            decisions.append(
-                NodeDecision(
-                    name=target.name, op_type=target.op_type, quantized=False, weight=target.weight, error=error,
-                    reason=f"kept in float by the mixed-precision plan ({format_bytes(option.nbytes)} fit the budget)",
-                )
-            )
+            reason = f"kept in float by the mixed-precision plan ({format_bytes(option.nbytes)} fit the budget)"
+            for node in (target, target.shared_lookup):
+                if node is not None:
+                    decisions.append(NodeDecision(name=node.name, op_type=node.op_type, quantized=False,
+                                                  weight=node.weight, error=error if node is target else {}, reason=reason))
             continue
         fitted = fits.get((i, fmt)) if fits is not None else None
         if fitted is None:
@@ -79,12 +79,13 @@ def build_mixed(
             bias_correction=not target.is_embedding and result.bias is not None, note=fitted.note,
         )
         error["weight_sqnr_db"] = option.weight_sqnr_db
-        decisions.append(
-            NodeDecision(
-                name=target.name, op_type=target.op_type, quantized=True, scheme=scheme, weight=target.weight,
-                bits=float(q.codec.bits), block_size=q.block_size, method=fitted.method.value, error=error,
-            )
+        decision = NodeDecision(
+            name=target.name, op_type=target.op_type, quantized=True, scheme=scheme, weight=target.weight,
+            bits=float(q.codec.bits), block_size=q.block_size, method=fitted.method.value, error=error,
         )
+        decisions.append(decision)
+        if target.shared_lookup is not None:
+            decisions.append(write_shared_lookup(rewriter, target, target.shared_lookup, decision))
     return Written(rewriter.finish(), decisions, sizes)
 
 

@@ -11,10 +11,12 @@ nodes need, and the summary says why.
 
 from __future__ import annotations
 
+from edgeq.graph.formats.gather import emit_shared
 from edgeq.graph.passes.lm_head import DecoderPlan, Tie
-from edgeq.graph.passes.weight_only import LeftInFloat, WeightTarget
+from edgeq.graph.passes.weight_only import LeftInFloat, WeightOnlyRewriter, WeightTarget
 from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.quantize.config import Method, OnnxFormat, WeightOnlyConfig
+from edgeq.quantize.summary import NodeDecision
 
 
 def head_codec(config: WeightOnlyConfig) -> Codec | None:
@@ -72,3 +74,19 @@ def tie_note(tie: Tie, head_scheme: str, table_scheme: str, refusal: str | None)
                 f"and GatherBlockQuantized {tie.gather_name} read the same packed initializer")
     return (f"tied table {tie.table}: stored twice, {head_scheme} for the LM head {tie.head.name} and "
             f"{table_scheme} for {tie.gather_name} ({refusal})")
+
+
+def write_shared_lookup(
+    rewriter: WeightOnlyRewriter, head: WeightTarget, gather: WeightTarget, decision: NodeDecision
+) -> NodeDecision:
+    """The tied Gather as a GatherBlockQuantized over the head's MatMulNBits initializers (the
+    head is already replaced in ``rewriter``); its summary row, from the head's ``decision``."""
+    matmul = next(n for n in rewriter.replacements[head.node_index] if n.op_type == "MatMulNBits")
+    emitted = emit_shared(matmul, gather.rows, gather.cols, gather.activation, gather.output, rewriter.prefix(gather))
+    rewriter.replace(gather, emitted)
+    return NodeDecision(
+        name=gather.name, op_type=gather.op_type, quantized=True, weight=gather.weight,
+        scheme=f"{decision.scheme} (reads the LM head {head.name}'s packed table: stored once)",
+        bits=decision.bits, block_size=decision.block_size, method=decision.method,
+        error={k: v for k, v in decision.error.items() if k == "weight_sqnr_db"},
+    )

@@ -14,9 +14,8 @@ import onnx
 
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import bnb4, gather, qdq
-from edgeq.graph.formats.gather import emit_shared
 from edgeq.graph.opset import raise_opset
-from edgeq.graph.passes.lm_head import Tie, plan_decoder
+from edgeq.graph.passes.lm_head import plan_decoder
 from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget, weight_bytes
 from edgeq.numerics import weight_only as algorithms
 from edgeq.numerics.codecs import Codec, get_codec
@@ -28,7 +27,13 @@ from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
 from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
 from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize, scheme_label
-from edgeq.quantize.schemes.weight_only.heads import float_heads, head_codec, share_refusal, tie_note
+from edgeq.quantize.schemes.weight_only.heads import (
+    float_heads,
+    head_codec,
+    share_refusal,
+    tie_note,
+    write_shared_lookup,
+)
 from edgeq.quantize.schemes.weight_only.stats import timed_layer_stats
 from edgeq.quantize.schemes.weight_only.writer import emit_target
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
@@ -163,7 +168,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
             decisions[id(target)] = decision
             tie = ties.get(id(target))
             if tie is not None and tie.gather is not None and id(tie.gather) in shared:
-                decisions[id(tie.gather)] = _shared_lookup(rewriter, tie, decision)
+                decisions[id(tie.gather)] = write_shared_lookup(rewriter, tie.head, tie.gather, decision)
             if bar is not None:
                 bar.advance(bar.task_ids[0], advance=1 + (tie is not None and id(tie.gather) in shared))
     for target in targets:  # in graph order
@@ -179,21 +184,6 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     model = rewriter.finish()
     summary.weight_bytes_after = weight_bytes(model)
     return QuantizeResult(model, summary)
-
-
-def _shared_lookup(rewriter: WeightOnlyRewriter, tie: Tie, head: NodeDecision) -> NodeDecision:
-    """The tied Gather as a GatherBlockQuantized over the head's MatMulNBits initializers."""
-    gather = tie.gather
-    assert gather is not None
-    matmul = next(n for n in rewriter.replacements[tie.head.node_index] if n.op_type == "MatMulNBits")
-    emitted = emit_shared(matmul, gather.rows, gather.cols, gather.activation, gather.output, rewriter.prefix(gather))
-    rewriter.replace(gather, emitted)
-    return NodeDecision(
-        name=gather.name, op_type=gather.op_type, quantized=True, weight=gather.weight,
-        scheme=f"{head.scheme} (reads the LM head {tie.head.name}'s packed table: stored once)",
-        bits=head.bits, block_size=head.block_size, method=head.method,
-        error={k: v for k, v in head.error.items() if k == "weight_sqnr_db"},
-    )
 
 
 def _quantize_target(
