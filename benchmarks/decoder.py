@@ -41,7 +41,8 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HELDOUT_TOPICS = ("execmodel", "specialnames")  # prose paragraphs; nothing here is calibrated on
+# Prose paragraphs perplexity is measured on; examples.smollm2.calibration_text leaves them out.
+HELDOUT_TOPICS = ("execmodel", "specialnames")
 SEQ_LEN = 256
 CHUNK = 128
 PROMPTS = 4
@@ -51,6 +52,7 @@ PREFILL_TOKENS = 128
 THREADS = 2
 QUALITY_GROUP = 6  # candidates compared per reference pass (bounds memory)
 BANDWIDTH_BYTES = 1 << 30
+CALIB_SEQUENCES = 32  # windows of 256 tokens of calibration prose for GPTQ/AWQ (8192 tokens)
 
 
 @dataclass
@@ -148,25 +150,40 @@ def source_grid(src: Path) -> str:
 # -- quantizers -------------------------------------------------------------------------------
 
 
-def run_edgeq(src: Path, work: Path, weights: str, block: int, method: str, symmetric: bool, table_float: bool = False) -> Row:
+def run_edgeq(
+    src: Path, work: Path, weights: str, block: int, method: str, symmetric: bool, table_float: bool = False,
+    lm_head: str | None = None, calib: Path | None = None,
+) -> Row:
     from edgeq.quantize.api import quantize_file
     from edgeq.quantize.config import WeightOnlyConfig
 
     bits = {"int2": 2, "int8": 8}.get(weights, 4)
-    label = f"{weights} {'sym' if symmetric else 'asym'} {method}"
+    head = f" head {lm_head}" if lm_head and not table_float else ""
+    label = f"{weights} {'sym' if symmetric else 'asym'} {method}{head}"
     row = Row("edgeq", label, bits, block, _case(bits, block, symmetric, table_float))
-    extra: dict[str, Any] = {"embeddings": False, "lm_head": "float"} if table_float else {}
-    out = work / f"edgeq_{weights}_{block}_{method}_{int(symmetric)}_{int(table_float)}.onnx"
+    extra: dict[str, Any] = {"embeddings": False, "lm_head": "float"} if table_float else {"lm_head": lm_head}
+    out = work / f"edgeq_{weights}_{block}_{method}_{int(symmetric)}_{int(table_float)}_{lm_head}.onnx"
+    data = calib if method in ("gptq", "awq") else None
     try:
         config = WeightOnlyConfig(weights=weights, block_size=block, method=method, symmetric=symmetric, **extra)  # type: ignore[arg-type]
         start = time.perf_counter()
-        quantize_file(src, config, out, progress=False)
+        quantize_file(src, config, out, data=data, samples=CALIB_SEQUENCES if data else None, batch_size=4, progress=False)
         row.quantize_s = time.perf_counter() - start
     except Exception as exc:  # a configuration failing is a row in the table, not a crash
         row.note = f"failed: {_short(exc)}"
         return row
     row.path = str(out)
     return row
+
+
+def calibration_file(work: Path) -> Path:
+    """The calibration prose (``examples.smollm2.calibration_text``: no held-out topic) as a .txt;
+    edgeq reads it with the tokenizer beside the model, as a user's ``--data heldout.txt``."""
+    from examples.smollm2 import calibration_text
+
+    path = work / "calibration.txt"
+    path.write_text(calibration_text(), encoding="utf-8")
+    return path
 
 
 ORT_LABELS = {"DEFAULT": "DEFAULT", "RTN": "RTN", "HQQ": "HQQ", "k_quant": "k_quant", "NF4": "nf4 (MatMulBnb4Quantizer)"}
@@ -370,16 +387,17 @@ def checks(rows: list[Row], fp32: Row) -> None:
 # -- plan -------------------------------------------------------------------------------------
 
 
-def plan(src: Path, work: Path, quick: bool) -> list[Callable[[], Row]]:
+def plan(src: Path, work: Path, quick: bool, calib: Path) -> list[Callable[[], Row]]:
     runs: list[Callable[[], Row]] = []
     blocks4, blocks2 = ((32, 128), (64,)) if quick else ((32, 64, 128), (32, 64))
     gptq_reason = ("onnxruntime's GPTQ needs a calibration reader over the KV-cache inputs and runs the whole model per "
                    "sample per MatMul input; 118 s for 32 samples on 22M-parameter MiniLM, far over a few minutes here")
+    edgeq = partial(run_edgeq, src, work)
     for block in blocks4:
-        if quick and block == 32:  # only the source-grid case
+        if quick and block == 32:  # the source-grid case and the command a user types with no method options
             runs.append(partial(run_ort, src, work, "DEFAULT", 4, 32, False))
-            runs.append(partial(run_edgeq, src, work, "int4", 32, "rtn", False))
-            runs.append(partial(run_edgeq, src, work, "int4", 32, "hqq", False))
+            runs.append(partial(edgeq, "int4", 32, "rtn", True))
+            runs.append(partial(edgeq, "int4", 32, "rtn", False))
             continue
         for symmetric in (True, False):
             runs.append(partial(run_ort, src, work, "DEFAULT", 4, block, symmetric))
@@ -389,18 +407,21 @@ def plan(src: Path, work: Path, quick: bool) -> list[Callable[[], Row]]:
         runs.append(partial(run_ort, src, work, "NF4", 4, block, True))
         runs.append(skipped("onnxruntime", "int4 GPTQ", 4, block, gptq_reason))
         for symmetric in (False, True):
-            for method in ("rtn", "hqq"):
-                runs.append(partial(run_edgeq, src, work, "int4", block, method, symmetric))
-        runs.append(partial(run_edgeq, src, work, "nf4", block, "rtn", True))
-        runs.append(partial(run_edgeq, src, work, "int4", block, "hqq", False, True))
+            runs.append(partial(edgeq, "int4", block, "rtn", symmetric))
+            runs.append(partial(edgeq, "int4", block, "gptq", symmetric, calib=calib))
+        if not quick:
+            runs.append(partial(edgeq, "int4", block, "hqq", False))
+            runs.append(partial(edgeq, "int4", block, "awq", False, calib=calib))
+            runs.append(partial(edgeq, "nf4", block, "rtn", True))
+        runs.append(partial(edgeq, "int4", block, "gptq", False, True, calib=calib))
     for block in blocks2:
         for symmetric in (True, False):
             runs.append(partial(run_ort, src, work, "DEFAULT", 2, block, symmetric))
         runs.append(partial(run_ort, src, work, "HQQ", 2, block, False))
         for symmetric in (False, True):
-            for method in ("rtn", "hqq"):
-                runs.append(partial(run_edgeq, src, work, "int2", block, method, symmetric))
-        runs.append(partial(run_edgeq, src, work, "int2", block, "hqq", False, True))
+            runs.append(partial(edgeq, "int2", block, "rtn", symmetric))
+            runs.append(partial(edgeq, "int2", block, "gptq", symmetric, calib=calib))
+        runs.append(partial(edgeq, "int2", block, "gptq", False, True, calib=calib))
     return runs
 
 
@@ -425,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgeq-decoder-bench-") as tmp:
         work = Path(tmp)
-        for run in plan(src, work, args.quick):
+        for run in plan(src, work, args.quick, calibration_file(work)):
             row = run()
             rows.append(row)
             print(f"  quantized {row.tool} {row.config} block {row.block}: {row.quantize_s:.1f} s {row.note}", file=sys.stderr, flush=True)
