@@ -138,7 +138,7 @@ def quantize_command(
     avg_bits: float | None = typer.Option(None, "--avg-bits", help="Mixed precision: average stored bits per weight of the quantizable matrices."),
     candidates: str = typer.Option("int2,int4,int8", "--candidates", help="Mixed precision formats: int2,int4,int8,nf4,fp4,float."),
     lm_head: str | None = typer.Option(
-        None, "--lm-head", help="The LM head's precision (int8, int4, int2, nf4, fp4 or float); default: as --weights."
+        None, "--lm-head", help="The LM head's (and a tied table's) precision: int8, int4, int2, nf4, fp4 or float; default: int8 (as --weights for int8)."
     ),
     summary: Path | None = typer.Option(None, "--summary", help="Write the quantization summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the summary."),

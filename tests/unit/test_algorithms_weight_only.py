@@ -138,3 +138,24 @@ def test_bias_correction_cancels_the_mean_output_error() -> None:
         without = run(method, codec, w, 32, LayerStats(hessian=stats.hessian, magnitudes=stats.magnitudes))
         assert without.bias is None
         assert err < output_error(w, without.effective_weight(), stats.hessian)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_data_free_rtn_keeps_the_full_block_range(symmetric: bool) -> None:
+    """Without calibration statistics RTN's grid spans each block (absmax or min..max): no weight
+    is clipped, the outlier included (float64 check); with statistics the clipping search may only
+    narrow the grid."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((8, 64))
+    w[3, 5] = 12.0  # an outlier a plain squared-error search would clip
+    codec = get_codec("int4", symmetric)
+    q = rtn(codec, w, 32).quantized
+    step = np.repeat(np.abs(q.scales.astype(np.float64)), 32, axis=1)
+    error = np.abs(q.dequantize().astype(np.float64) - w)
+    # min..max: every weight within half a step; symmetric maps the block's extreme onto -2^(b-1),
+    # so the other sign has one level less (up to one step there), the extreme itself is exact.
+    assert (error <= (1.0 if symmetric else 0.5) * step * (1 + 1e-6) + 1e-7).all()
+    assert error[3, 5] <= 0.5 * step[3, 5] + 1e-6  # the outlier is kept, not clipped
+    x = _activations(64)
+    clipped = rtn(codec, w, 32, _stats(x)).quantized
+    assert np.abs(clipped.scales[3, 0]) <= np.abs(q.scales[3, 0]) + 1e-9  # the search never widens the grid

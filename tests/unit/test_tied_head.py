@@ -153,7 +153,7 @@ def _quantize(model: onnx.ModelProto, **config: object) -> tuple[onnx.ModelProto
 def test_tied_table_is_stored_once_and_matches_reference(block_size: int, symmetric: bool) -> None:
     weights = random_weights(1)
     model = tied_decoder(weights)
-    q, summary = _quantize(model, weights="int4", block_size=block_size, symmetric=symmetric)
+    q, summary = _quantize(model, weights="int4", block_size=block_size, symmetric=symmetric, lm_head="int4")
     head, = nodes(q, "MatMulNBits")[-1:]
     lookup = next(n for n in q.graph.node if n.op_type == "GatherBlockQuantized" and n.input[1] == "input_ids")
     reshape = next(n for n in q.graph.node if n.output[0] == lookup.input[0])
@@ -282,3 +282,13 @@ def test_mixed_plan_treats_the_tied_table_as_one_matrix_stored_once() -> None:
     assert next(n for n in q.graph.node if n.output[0] == gather.input[0]).input[0] == head_node.input[1]
     assert "embed" not in _inits(q)  # the float table is gone: neither node reads it
     np.testing.assert_allclose(run(q), forward(weights_of(q, model, weights), IDS), rtol=2e-3, atol=2e-3)
+
+
+def test_default_head_is_int8_over_a_4_bit_body_and_the_table_follows_it() -> None:
+    weights = random_weights(6)
+    q, summary = _quantize(tied_decoder(weights), weights="int4", block_size=16)
+    head = next(d for d in summary.nodes if d.name == "lm_head")
+    lookup = next(d for d in summary.nodes if d.op_type == "Gather" and d.weight == "embed")
+    body = [d for d in summary.nodes if d.quantized and d.op_type == "MatMul" and d.name != "lm_head"]
+    assert head.bits == 8 and lookup.bits == 8 and body and {d.bits for d in body} == {4.0}
+    np.testing.assert_allclose(run(q), forward(weights_of(q, tied_decoder(weights), weights), IDS), rtol=2e-3, atol=2e-3)
