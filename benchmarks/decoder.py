@@ -150,6 +150,12 @@ def source_grid(src: Path) -> str:
 # -- quantizers -------------------------------------------------------------------------------
 
 
+# GPTQ/AWQ statistics of the float model on the calibration prose, collected by the first
+# data-driven row and reused by the others (QuantizeInputs.layer_stats); that row's quantize time
+# includes the collection, the others' do not (the table says which).
+SHARED_STATS: dict[str, Any] = {}
+
+
 def run_edgeq(
     src: Path, work: Path, weights: str, block: int, method: str, symmetric: bool, table_float: bool = False,
     lm_head: str | None = None, calib: Path | None = None,
@@ -167,8 +173,11 @@ def run_edgeq(
     try:
         config = WeightOnlyConfig(weights=weights, block_size=block, method=method, symmetric=symmetric, **extra)  # type: ignore[arg-type]
         start = time.perf_counter()
-        quantize_file(src, config, out, data=data, samples=CALIB_SEQUENCES if data else None, batch_size=4, progress=False)
+        result = quantize_file(src, config, out, data=data, samples=CALIB_SEQUENCES if data else None, batch_size=4,
+                               progress=False, layer_stats=SHARED_STATS if data else None)
         row.quantize_s = time.perf_counter() - start
+        if data is not None:  # collected by this row (time included), or reused
+            row.note = next(n for n in result.summary.notes if n.startswith("calibration statistics"))
     except Exception as exc:  # a configuration failing is a row in the table, not a crash
         row.note = f"failed: {_short(exc)}"
         return row

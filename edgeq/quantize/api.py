@@ -23,6 +23,7 @@ from edgeq.quantize.summary import QuantizationSummary
 if TYPE_CHECKING:  # types only: the handlers import data and calibrate when they need them
     from edgeq.calibrate.table import CalibrationTable
     from edgeq.data import DataSource
+    from edgeq.numerics.weight_only import LayerStats
 
 
 @dataclass
@@ -39,6 +40,10 @@ class QuantizeInputs:
     calibration: CalibrationTable | None = None
     model_path: str = ""
     progress: bool = True
+    # GPTQ/AWQ statistics per activation tensor, collected earlier on ``data`` for this model
+    # (a sweep or benchmark quantizing one model many ways collects them once); the scheme
+    # collects what they lack. Filled in with what a weight-only run collected.
+    layer_stats: dict[str, LayerStats] | None = None
 
 
 @dataclass
@@ -120,6 +125,7 @@ def quantize_file(
     batch_size: int = 8,
     progress: bool = True,
     tokenizer: str | Path | None = None,
+    layer_stats: dict[str, LayerStats] | None = None,
 ) -> QuantizeResult:
     """Load, quantize, check and save atomically; the public function behind ``edgeq quantize``.
 
@@ -148,7 +154,7 @@ def quantize_file(
 
         source = load_data(data, model, samples=samples, batch_size=batch_size,
                            tokenizer=text_tokenizer(data, tokenizer, model_path))
-    result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress), copy=False)
+    result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress, layer_stats), copy=False)
     with OutputSet() as outputs:  # the model and its summary land together or not at all
         # The model first: what its check could not cover becomes a note in the summary.
         save_model(result.model, output, outputs=outputs, notes=result.summary.notes)

@@ -113,3 +113,22 @@ def test_tokenizer_option_without_text_is_refused(tmp_path):
     model = plain_decoder(vocab=VOCAB)
     with pytest.raises(DataError, match="--tokenizer is for text data"):
         load_data({"input_ids": _ids(2, 4), "attention_mask": np.ones((2, 4), np.int64)}, model, tokenizer="t.json")
+
+
+def test_statistics_collected_once_serve_later_runs_identically():
+    from edgeq.quantize.api import QuantizeInputs, quantize
+    from edgeq.quantize.config import WeightOnlyConfig
+
+    model = plain_decoder(vocab=VOCAB, hidden=64)
+    data = load_data({"input_ids": _ids(8, 12, seed=5)}, model, batch_size=4)
+    config = WeightOnlyConfig(weights="int4", block_size=32, method="gptq")
+    fresh = quantize(model, config, QuantizeInputs(data=data))
+    known: dict = {}
+    first = quantize(model, config, QuantizeInputs(data=data, layer_stats=known))
+    assert known and any("collected in" in n for n in first.summary.notes)
+    again = quantize(model, WeightOnlyConfig(weights="int4", block_size=32, method="awq"), QuantizeInputs(data=data, layer_stats=known))
+    reused = quantize(model, config, QuantizeInputs(data=data, layer_stats=known))
+    assert any("given (collected earlier" in n for n in reused.summary.notes)
+    assert any("given (collected earlier" in n for n in again.summary.notes)
+    for a, b in zip(fresh.model.graph.initializer, reused.model.graph.initializer, strict=True):
+        assert a.name == b.name and a.raw_data == b.raw_data

@@ -148,7 +148,7 @@ def quantize_mixed(model: onnx.ModelProto, config: MixedPrecisionConfig, inputs:
 
     stats: dict[str, LayerStats] = {}
     if method in DATA_DRIVEN:
-        stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes)
+        stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes, inputs.layer_stats)
     table = measure_sensitivity(model, config, inputs.data, stats, inputs.progress, planned=planned)
     if config.counts_whole_file:
         outcome = within_file(model, table, config, stats, budget)

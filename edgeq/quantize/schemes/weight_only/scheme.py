@@ -143,7 +143,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
 
     stats: dict[str, LayerStats] = {}
     if config.method in DATA_DRIVEN:
-        stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes)
+        stats = timed_layer_stats(model, targets, inputs.data, inputs.progress, summary.notes, inputs.layer_stats)
 
     rewriter = WeightOnlyRewriter(model)
     groups = _input_groups([t for t in targets if codec_of(t)[0] == codec], config, fmt, stats)

@@ -101,10 +101,22 @@ def collect_layer_stats(
 
 
 def timed_layer_stats(
-    model: onnx.ModelProto, targets: list[WeightTarget], data: Any, progress: bool, notes: list[str]
+    model: onnx.ModelProto, targets: list[WeightTarget], data: Any, progress: bool, notes: list[str],
+    known: dict[str, LayerStats] | None = None,
 ) -> dict[str, LayerStats]:
-    """:func:`collect_layer_stats`, with a summary note saying how long the pass took."""
+    """:func:`collect_layer_stats`, with a summary note saying how long the pass took.
+
+    ``known`` statistics (collected before on the same model and data) are used as they are; only
+    the activations they lack are collected, and added to ``known``.
+    """
+    missing = [t for t in targets if t.is_embedding or known is None or t.activation not in known]
+    if known is not None and not any(not t.is_embedding for t in missing):
+        notes.append(f"calibration statistics: the {len(known)} given (collected earlier on this data)")
+        return known
     started = time.perf_counter()
-    stats = collect_layer_stats(model, targets, data, progress)
+    stats = collect_layer_stats(model, missing, data, progress)
     notes.append(f"calibration statistics collected in {time.perf_counter() - started:.1f} s")
+    if known is not None:
+        known.update(stats)
+        return known
     return stats
