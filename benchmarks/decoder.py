@@ -10,8 +10,11 @@ fraction of the memory-bandwidth limit (every weight byte read once per token).
 
 onnxruntime's ``MatMulNBitsQuantizer`` quantizes MatMuls with an initializer weight only: the
 tied LM head (``MatMul(x, Transpose(table))``) and the embedding table stay float there. edgeq
-quantizes the tied table once (its default); rows marked "table float" keep it float like
-onnxruntime does, for a like-for-like quality comparison.
+quantizes the tied table once, at int8 by default under a 4/2-bit body ("head+table int8");
+rows marked "table float" keep it float like onnxruntime does, for a like-for-like comparison.
+edgeq's GPTQ/AWQ rows calibrate on 32 windows of 256 tokens of ``pydoc_data.topics`` prose that
+excludes the held-out topics (``examples.smollm2.calibration_text``), given as a ``.txt`` the
+way a user passes ``--data``; the statistics are collected once and reused by later rows.
 
 The fp32 model is the GGUF's Q4_1 checkpoint dequantized (``examples/smollm2.py``): its
 matrices lie on an asymmetric 4-bit block-32 grid, so that case can reproduce them almost
@@ -164,14 +167,14 @@ def run_edgeq(
     from edgeq.quantize.config import WeightOnlyConfig
 
     bits = {"int2": 2, "int8": 8}.get(weights, 4)
-    head = f" head {lm_head}" if lm_head and not table_float else ""
+    extra: dict[str, Any] = {"embeddings": False, "lm_head": "float"} if table_float else {"lm_head": lm_head}
+    config = WeightOnlyConfig(weights=weights, block_size=block, method=method, symmetric=symmetric, **extra)  # type: ignore[arg-type]
+    head = "" if table_float or config.head_weights is None else f", head+table {config.head_weights.value}"
     label = f"{weights} {'sym' if symmetric else 'asym'} {method}{head}"
     row = Row("edgeq", label, bits, block, _case(bits, block, symmetric, table_float))
-    extra: dict[str, Any] = {"embeddings": False, "lm_head": "float"} if table_float else {"lm_head": lm_head}
     out = work / f"edgeq_{weights}_{block}_{method}_{int(symmetric)}_{int(table_float)}_{lm_head}.onnx"
     data = calib if method in ("gptq", "awq") else None
     try:
-        config = WeightOnlyConfig(weights=weights, block_size=block, method=method, symmetric=symmetric, **extra)  # type: ignore[arg-type]
         start = time.perf_counter()
         result = quantize_file(src, config, out, data=data, samples=CALIB_SEQUENCES if data else None, batch_size=4,
                                progress=False, layer_stats=SHARED_STATS if data else None)
@@ -334,7 +337,7 @@ def limit_tps(file_bytes: float, bandwidth: float) -> float:
 
 
 def print_table(rows: list[Row], fp32: Row, bandwidth: float) -> None:
-    header = (f"{'tool':<12} {'config':<27} {'bits':>4} {'block':>5} {'ppl':>8} {'+ppl':>7} {'greedy':>6} {'MB':>6} {'size':>5} "
+    header = (f"{'tool':<12} {'config':<34} {'bits':>4} {'block':>5} {'ppl':>8} {'+ppl':>7} {'greedy':>6} {'MB':>6} {'size':>5} "
               f"{'KV B/tok':>8} {'prefill':>8} {'dec ms':>6} {'tok/s':>6} {'limit':>6} {'frac':>5} {'quant s':>7}  case / note")
     print(header)
     print("-" * len(header))
@@ -343,7 +346,7 @@ def print_table(rows: list[Row], fp32: Row, bandwidth: float) -> None:
         limit = limit_tps(r.file_mb * 1e6, bandwidth) if np.isfinite(r.file_mb) else float("nan")
         kv = f"{r.kv_bytes:,}" if r.kv_bytes is not None else "?"
         extra = "; ".join(x for x in (r.case, r.note) if x)
-        print(f"{r.tool:<12} {r.config:<27} {r.bits:>4} {r.block:>5} {r.perplexity:>8.3f} {r.ppl_increase:>7.3f} {r.greedy:>6.3f} "
+        print(f"{r.tool:<12} {r.config:<34} {r.bits:>4} {r.block:>5} {r.perplexity:>8.3f} {r.ppl_increase:>7.3f} {r.greedy:>6.3f} "
               f"{r.file_mb:>6.1f} {r.size_ratio:>5.3f} {kv:>8} {r.prefill_ms:>8.1f} {r.decode_ms:>6.2f} {tps:>6.1f} {limit:>6.1f} "
               f"{tps / limit:>5.2f} {r.quantize_s:>7.1f}  {extra}")
 
