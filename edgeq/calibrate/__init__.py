@@ -10,6 +10,7 @@ every method. Other passes (GPTQ's X^T X, AWQ's salience, SmoothQuant's channel 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,6 +104,16 @@ def calibrate(
     observers: dict[str, list[Observer]] = {name: [histograms[name]] for name in names}
     seen = collect(proto, source, observers, progress=progress)
 
+    # A tensor empty on every sample (a decoder's past cache during prefill) has no range to
+    # measure: it is left out of the table, and said so; one with only NaN/Inf is an error.
+    unfilled = [name for name, h in histograms.items() if h.count == 0 and h.nonfinite == 0]
+    if unfilled:
+        logging.getLogger("edgeq.calibrate").warning(
+            "%d tensor(s) held no values on any sample (first: '%s'), such as an empty KV cache: left out of the table",
+            len(unfilled), unfilled[0],
+        )
+        for name in unfilled:
+            del histograms[name]
     empty = [name for name, h in histograms.items() if h.count == 0]
     if empty:
         raise DataError(

@@ -15,7 +15,12 @@ METHOD_CHOICES = ("minmax", "percentile", "entropy", "mse")
 @app.command("calibrate")
 def calibrate_command(
     model: Path = typer.Argument(..., help="ONNX model to calibrate."),
-    data: Path = typer.Option(..., "--data", help=".npz (keys = input names), folder of .npy/.npz, or recipe TOML."),
+    data: Path = typer.Option(
+        ..., "--data", help=".npz (keys = input names), folder of .npy/.npz, or recipe TOML; for a decoder also a .txt or token .npz."
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="Decoders: tokenizer.json for .txt --data (default: tokenizer.json beside the model)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the calibration table (JSON)."),
     method: str = typer.Option("entropy", "--method", help="minmax, percentile, entropy or mse."),
     percentile: float = typer.Option(99.99, "--percentile", help="Percentile of |x| for --method percentile."),
@@ -40,10 +45,12 @@ def calibrate_command(
 
     choice(method, METHOD_CHOICES, "--method")
     choice(trt_algorithm, ALGORITHMS, "--trt-algorithm")
-    refuse_outputs_over_inputs({"-o": output, "--trt-cache": trt_cache}, model, [data])
+    from edgeq.data.tokens import text_tokenizer
+
+    refuse_outputs_over_inputs({"-o": output, "--trt-cache": trt_cache}, model, [data, tokenizer])
     model = resolve_model(model)  # a file.py:factory spec: its checked, cached export
     proto = load_model(model)
-    source = load_data(data, proto, samples=samples, batch_size=batch_size)
+    source = load_data(data, proto, samples=samples, batch_size=batch_size, tokenizer=text_tokenizer(data, tokenizer, model))
     if not quiet:
         for note in source.notes:
             typer.echo(f"note: {note}", err=True)

@@ -132,3 +132,15 @@ def test_statistics_collected_once_serve_later_runs_identically():
     assert any("given (collected earlier" in n for n in again.summary.notes)
     for a, b in zip(fresh.model.graph.initializer, reused.model.graph.initializer, strict=True):
         assert a.name == b.name and a.raw_data == b.raw_data
+
+
+def test_calibrate_cli_reads_text_for_a_decoder(tmp_path, caplog):
+    model_path = tmp_path / "decoder.onnx"
+    onnx.save(plain_decoder(vocab=VOCAB), model_path)
+    _word_tokenizer(tmp_path / "decoder.tokenizer.json")  # <model stem>.tokenizer.json, found beside it
+    (tmp_path / "t.txt").write_text(" ".join(f"w{(i * 5) % 31}" for i in range(300)))
+    out = tmp_path / "calib.json"
+    assert main(["calibrate", str(model_path), "--data", str(tmp_path / "t.txt"), "-o", str(out), "--quiet"]) == 0
+    tensors = json.loads(out.read_text())["_data"]["tensors"]
+    assert "h" in tensors and "past_key_values.0.key" not in tensors  # empty at prefill: left out, and said
+    assert "held no values" in caplog.text
