@@ -5,8 +5,9 @@ through the KV-cache graph, ``edgeq.evaluate.compare_models`` in decoder mode), 
 fp32, greedy agreement with fp32 (4 prompts x 16 new tokens), file size vs fp32, KV-cache bytes
 per token (``edgeq.graph.decoder.describe_decoder``), prefill ms for a 128-token prompt and decode
 ms per token after it (onnxruntime CPU, 2 threads, every optimization on, all rows timed in
-interleaved rounds, warm-up excluded, median), quantize wall time, and the decode speed as a
-fraction of the memory-bandwidth limit (every weight byte read once per token).
+interleaved rounds, warm-up excluded, median), quantize wall time and peak memory (RSS growth of
+the process while quantizing, sampled from /proc), and the decode speed as a fraction of the
+memory-bandwidth limit (every weight byte read once per token).
 
 onnxruntime's ``MatMulNBitsQuantizer`` quantizes MatMuls with an initializer weight only: the
 tied LM head (``MatMul(x, Transpose(table))``) and the embedding table stay float there. edgeq
@@ -67,6 +68,7 @@ class Row:
     case: str = ""
     path: str = ""
     quantize_s: float = float("nan")
+    peak_mb: float = float("nan")  # RSS growth while quantizing, above the process's RSS before
     perplexity: float = float("nan")
     ppl_increase: float = float("nan")
     greedy: float = float("nan")
@@ -220,6 +222,38 @@ def run_ort(src: Path, work: Path, algorithm: str, bits: int, block: int, symmet
     return row
 
 
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, above what it held before (MB):
+    the same gauge for both tools, sampled every 10 ms from /proc (onnxruntime's allocations too)."""
+
+    def __enter__(self) -> PeakRSS:
+        import threading
+
+        self.before = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / 1e6
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def skipped(tool: str, config: str, bits: int, block: int, reason: str) -> Callable[[], Row]:
     return lambda: Row(tool, config, bits, block, note=f"skipped: {reason}")
 
@@ -338,7 +372,7 @@ def limit_tps(file_bytes: float, bandwidth: float) -> float:
 
 def print_table(rows: list[Row], fp32: Row, bandwidth: float) -> None:
     header = (f"{'tool':<12} {'config':<34} {'bits':>4} {'block':>5} {'ppl':>8} {'+ppl':>7} {'greedy':>6} {'MB':>6} {'size':>5} "
-              f"{'KV B/tok':>8} {'prefill':>8} {'dec ms':>6} {'tok/s':>6} {'limit':>6} {'frac':>5} {'quant s':>7}  case / note")
+              f"{'KV B/tok':>8} {'prefill':>8} {'dec ms':>6} {'tok/s':>6} {'limit':>6} {'frac':>5} {'quant s':>7} {'peak MB':>7}  case / note")
     print(header)
     print("-" * len(header))
     for r in [fp32, *rows]:
@@ -348,7 +382,7 @@ def print_table(rows: list[Row], fp32: Row, bandwidth: float) -> None:
         extra = "; ".join(x for x in (r.case, r.note) if x)
         print(f"{r.tool:<12} {r.config:<34} {r.bits:>4} {r.block:>5} {r.perplexity:>8.3f} {r.ppl_increase:>7.3f} {r.greedy:>6.3f} "
               f"{r.file_mb:>6.1f} {r.size_ratio:>5.3f} {kv:>8} {r.prefill_ms:>8.1f} {r.decode_ms:>6.2f} {tps:>6.1f} {limit:>6.1f} "
-              f"{tps / limit:>5.2f} {r.quantize_s:>7.1f}  {extra}")
+              f"{tps / limit:>5.2f} {r.quantize_s:>7.1f} {r.peak_mb:>7.0f}  {extra}")
 
 
 def best(rows: list[Row], tool: str, bits: int, block: int | None = None, key: str = "ppl_increase", table_float: bool | None = None) -> Row | None:
@@ -459,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeq-decoder-bench-") as tmp:
         work = Path(tmp)
         for run in plan(src, work, args.quick, calibration_file(work)):
-            row = run()
+            with PeakRSS() as memory:
+                row = run()
+            row.peak_mb = memory.growth_mb
             rows.append(row)
             print(f"  quantized {row.tool} {row.config} block {row.block}: {row.quantize_s:.1f} s {row.note}", file=sys.stderr, flush=True)
         fp32 = Row("fp32", "float32 (Q4_1 GGUF dequantized)", 32, 0, path=str(src), file_mb=float_bytes / 1e6, size_ratio=1.0)
