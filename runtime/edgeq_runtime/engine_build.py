@@ -32,6 +32,11 @@ from edgeq_runtime.errors import BundleError
 WORKSPACE_POOL_MIN = (8, 4)  # set_memory_pool_limit; max_workspace_size before
 
 
+# The bundle's target "quantization": Q/DQ in a strongly typed network (TensorRT >= 10), Q/DQ
+# with the INT8 builder flag (TensorRT 8.x), scales from the calibration cache, or float.
+QUANTIZATION_MODES = ("strongly_typed", "explicit", "implicit", "none")
+
+
 def version_tuple(version: str) -> Tuple[int, ...]:
     """``"10.3.0.26"`` -> ``(10, 3, 0)``."""
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
@@ -44,9 +49,17 @@ def int8_mode(target: Mapping[str, Any]) -> Optional[str]:
     Manifests written before ``int8_mode`` existed say only ``int8``: an implicit-int8 bundle
     always ships its calibration cache, so one without a cache is explicit Q/DQ.
     """
+    declared = target.get("quantization")
+    if declared is not None and declared not in QUANTIZATION_MODES:
+        raise BundleError("manifest.json: target quantization " + repr(declared) + " is not one of "
+                          + ", ".join(QUANTIZATION_MODES))
+    if declared == "strongly_typed" and not target.get("strongly_typed"):
+        raise BundleError("manifest.json: target quantization is strongly_typed but strongly_typed is false")
     if not target.get("int8") or target.get("strongly_typed"):
         return None
     mode = target.get("int8_mode")
+    if mode is None and declared in ("explicit", "implicit"):
+        mode = declared
     if mode in ("explicit", "implicit"):
         return str(mode)
     if mode is not None:
