@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edgeq_runtime._fileio import atomic_write_bytes, sha256_file
 from edgeq_runtime.errors import BundleError
+from edgeq_runtime.trt_hooks import BuildProgress, make_progress_monitor
 
 # The same TensorRT fact as edgeq.targets.TRT_WORKSPACE_POOL_MIN (a test keeps them equal): the
 # runtime cannot import edgeq.
@@ -193,13 +194,15 @@ def build_serialized_engine(
     calibration_cache: Optional[Path] = None,
     implicit_int8: Optional[bool] = None,
     timing_cache: Optional[Path] = None,
+    progress: Optional[BuildProgress] = None,
 ) -> bytes:
     """The serialized engine for ``model_path`` built with ``settings`` (see ``build_settings``).
 
     ``implicit_int8`` says the int8 scales come from ``calibration_cache`` (default: what the
     settings' ``int8_mode`` says, see ``int8_mode``). ``timing_cache``, when given,
-    is read if it exists and rewritten (atomically) after the build. Every failure is one
-    ``BundleError`` line.
+    is read if it exists and rewritten (atomically) after the build. ``progress`` receives the
+    build's phases through TensorRT 10's ``IProgressMonitor`` (default: logged as warnings, so a
+    long build on a board is visibly alive). Every failure is one ``BundleError`` line.
     """
     logger = logger if logger is not None else trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -212,6 +215,9 @@ def build_serialized_engine(
     implicit = settings.get("int8_mode") == "implicit" if implicit_int8 is None else implicit_int8
     _set_precision(trt, config, settings, calibration_cache, implicit)
     _set_shapes(builder, config, network, settings["shapes"])
+    monitor = make_progress_monitor(trt, progress or BuildProgress())
+    if monitor is not None:  # TensorRT >= 10.0; the config holds it only for the build
+        config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(str(model_path) + ": TensorRT " + str(trt.__version__) + " failed to build an engine (see "
