@@ -80,6 +80,8 @@ def model_formats(model: onnx.ModelProto | ir.Model) -> ModelFormats:
                 else:
                     found.int8_activations += 1
             elif node.op_type == "DequantizeLinear" and source is not None and source.is_initializer() and source.const_value is not None:
+                if _is_block_scale(node):
+                    continue  # NVFP4's E4M3 block scales: part of the FP4 weight they scale
                 weight = _DQ_NAMES.get(int(source.const_value.dtype), "other")
                 found.dq_weights[weight] = found.dq_weights.get(weight, 0) + 1
                 block = node.attributes.get_int("block_size", 0)
@@ -102,3 +104,8 @@ def model_formats(model: onnx.ModelProto | ir.Model) -> ModelFormats:
     if found.fp8_activations and "fp8" in found.dq_weights:
         del found.dq_weights["fp8"]
     return found
+
+
+def _is_block_scale(node: ir.Node) -> bool:
+    """A DequantizeLinear whose output is another DequantizeLinear's scale (NVFP4's two levels)."""
+    return any(use.node.op_type == "DequantizeLinear" and use.idx == 1 for use in node.outputs[0].uses())

@@ -21,6 +21,7 @@ from onnx.reference import ReferenceEvaluator
 from edgeq.data import load_data
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.export import export_bundle
+from edgeq.export.detect import model_formats
 from edgeq.graph.formats.nvfp4 import dequantized_copy
 from edgeq.graph.trt_lint import tensorrt_violations
 from edgeq.numerics.codecs.minifloat import E2M1, E4M3, fp8_quantize, fp8_scale, nvfp4_quantize
@@ -191,6 +192,13 @@ def test_thor_bundles_for_fp8_and_nvfp4(tmp_path: Path) -> None:
     bundle = onnx.load(str(tmp_path / "nv" / "model.onnx"))
     assert bundle.opset_import[0].version == 23 and any(t.data_type == TensorProto.FLOAT4E2M1 for t in bundle.graph.initializer)
     assert "--stronglyTyped" in (tmp_path / "nv" / "build.sh").read_text()
+    assert model_formats(bundle).describe() == "2 nvfp4 DequantizeLinear weights"
+    # An NVFP4 model from edgeq quantize exports as it is: the plan is read from its nodes.
+    onnx.save(quantize(_mlp(), NvFp4Config()).model, str(tmp_path / "nv.onnx"))
+    again = export_bundle(tmp_path / "nv.onnx", "jetson-thor", output=tmp_path / "nv2", progress=False)
+    assert again.plan.weights == "nvfp4" and again.plan.quantization == "explicit"
+    with pytest.raises(UnsupportedError, match="FP4 tensor cores"):
+        export_bundle(tmp_path / "nv.onnx", "jetson-orin-nano", output=tmp_path / "nv3", progress=False)
     with pytest.raises(UnsupportedError, match="FP8 tensor cores"):
         export_bundle(path, "jetson-agx-orin", "fp8", "fp8", data=tmp_path / "x.npz", output=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
