@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from edgeq_runtime.backends.base import OpTime
+from edgeq_runtime.backends.base import OpTime, rank_op_times
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,7 @@ def aggregate_layer_times(runs: List[List[Tuple[str, float]]], skip_first: bool 
     execution, which pays one-time costs (lazy allocations, the first kernel launch).
     """
     used = runs[1:] if skip_first and len(runs) > 1 else runs
-    totals: Dict[str, OpTime] = {}
-    for records in used:
-        for name, ms in records:
-            entry = totals.get(name)
-            if entry is None:
-                entry = totals[name] = OpTime(name=name, op_type=LAYER_OP_TYPE, total_ms=0.0, count=0)
-            entry.total_ms += float(ms)
-            entry.count += 1
-    grand = sum(t.total_ms for t in totals.values())
-    ordered = sorted(totals.values(), key=lambda t: (-t.total_ms, t.name))
-    for entry in ordered:
-        entry.share = entry.total_ms / grand if grand > 0 else 0.0
-    return ordered
+    return rank_op_times((name, LAYER_OP_TYPE, ms) for records in used for name, ms in records)
 
 
 def make_profiler(trt: Any) -> Any:
