@@ -104,7 +104,7 @@ class _Linter:
             tname = onnx.TensorProto.DataType.Name(qtype).lower()
             self.add("unsupported-type", node, f"quantized type {tname}; TensorRT takes int8 (or int4/fp8 weights)")
         scale = self.scale_of(node)
-        if scale is None and qtype == onnx.TensorProto.FLOAT4E2M1:
+        if qtype == onnx.TensorProto.FLOAT4E2M1 and node.op_type == "DequantizeLinear":
             chain = nvfp4_chain(node)
             if chain is None:
                 self.add("nvfp4-scale", node, "FP4 weights need their block scales as DequantizeLinear(E4M3 constant, "

@@ -202,3 +202,23 @@ def test_thor_bundles_for_fp8_and_nvfp4(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match="FP8 tensor cores"):
         export_bundle(path, "jetson-agx-orin", "fp8", "fp8", data=tmp_path / "x.npz", output=tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_lint_holds_fp8_and_fp4_to_tensorrt_rules() -> None:
+    q = quantize(_mlp(), NvFp4Config()).model
+    dq = next(n for n in q.graph.node if n.op_type == "DequantizeLinear" and any(a.name == "block_size" for a in n.attribute))
+    next(a for a in dq.attribute if a.name == "block_size").i = 32
+    assert "nvfp4-block" in {v.rule for v in tensorrt_violations(q)}
+    # An FP4 weight whose block scales are a plain float32 initializer is not the form TensorRT parses.
+    q = quantize(_mlp(), NvFp4Config()).model
+    dq = next(n for n in q.graph.node if n.op_type == "DequantizeLinear" and any(a.name == "block_size" for a in n.attribute))
+    q.graph.initializer.append(numpy_helper.from_array(np.ones((4, 48), np.float32), "plain_scale"))
+    dq.input[1] = "plain_scale"
+    assert "nvfp4-scale" in {v.rule for v in tensorrt_violations(q)}
+    # FP8 Q/DQ: the int8 rules (zero point 0, one scale per activation tensor).
+    x = RNG.normal(size=(16, 64)).astype(np.float32)
+    model = _mlp()
+    q = quantize(model, Fp8Config(), QuantizeInputs(data=load_data({"x": x}, model, batch_size=8), progress=False)).model
+    zp = next(t for t in q.graph.initializer if t.name == "x_zero_point")
+    zp.CopyFrom(helper.make_tensor("x_zero_point", TensorProto.FLOAT8E4M3FN, [], [1.0]))
+    assert "asymmetric-zero-point" in {v.rule for v in tensorrt_violations(q)}

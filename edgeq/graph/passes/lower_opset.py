@@ -94,7 +94,7 @@ def _drop_new_defaults(node: ir.Node, old: defs.OpSchema, new: defs.OpSchema) ->
         node.attributes.pop(name)
 
 
-def _reduce_adaptable(node: ir.Node, version: int) -> str | None:
+def _reduce_adaptable(node: ir.Node) -> str | None:
     """Why a Reduce* node with an ``axes`` input cannot go back to the attribute form, or None."""
     noop = node.attributes.get("noop_with_empty_axes")
     if noop is not None and noop.as_int():
@@ -122,7 +122,7 @@ def blocker_at(node: ir.Node, version: int, current: int) -> str | None:
         if then.since_version < change <= now.since_version:
             return f"{op} changed meaning in opset {change}"
     if op in REDUCE_AXES_OPS and then.since_version < REDUCE_AXES_INPUT <= now.since_version:
-        reason = _reduce_adaptable(node, version)
+        reason = _reduce_adaptable(node)
         if reason:
             return reason
         extra = sorted(set(node.attributes) - set(then.attributes) - {"noop_with_empty_axes"})
