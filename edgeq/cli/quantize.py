@@ -55,7 +55,7 @@ def build_config(
     """Map CLI options onto one config object (which checks its own values); the library does the rest."""
     from edgeq.quantize.config import Int8Config, MixedPrecisionConfig, WeightOnlyConfig
 
-    choice(activations, ("int8", "none"), "--activations")
+    choice(activations, ("int8", "fp8", "none"), "--activations")
     limits = {"--budget": budget, "--weight-budget": weight_budget, "--avg-bits": avg_bits}
     given = [option for option, value in limits.items() if value is not None]
     if lm_head is not None and (given or activations == "int8"):
@@ -74,6 +74,8 @@ def build_config(
             exclude=exclude,
             kv_cache=kv_cache,
         )
+    if activations == "fp8" or weights in ("fp8", "nvfp4"):
+        return _tensorrt_float_config(weights, activations, exclude, op_types, kv_cache)
     if activations == "int8":
         if weights != "int8":
             raise ConfigError(f"--weights {weights} with --activations int8: W8A8 needs --weights int8")
@@ -101,12 +103,33 @@ def build_config(
     )
 
 
+def _tensorrt_float_config(
+    weights: str, activations: str, exclude: str | None, op_types: str | None, kv_cache: str
+) -> QuantizeConfig:
+    """FP8 W8A8 (``--weights fp8 --activations fp8``) or NVFP4 weight-only (``--weights nvfp4``)."""
+    from edgeq.quantize.config import Fp8Config, NvFp4Config
+
+    if weights == "nvfp4":
+        if activations != "none":
+            raise ConfigError(f"--weights nvfp4 with --activations {activations}: NVFP4 is weight-only here (W4A4 is not built)")
+        return NvFp4Config(exclude=exclude, kv_cache=kv_cache)
+    if (weights, activations) != ("fp8", "fp8"):
+        raise ConfigError(f"--weights {weights} with --activations {activations}: FP8 is W8A8, pass --weights fp8 --activations fp8")
+    kwargs: dict[str, Any] = {"exclude": exclude, "kv_cache": kv_cache}
+    if op_types:
+        kwargs["op_types"] = tuple(o.strip() for o in op_types.split(",") if o.strip())
+    return Fp8Config(**kwargs)
+
+
 @app.command("quantize")
 def quantize_command(
     model: Path = typer.Argument(..., help="ONNX model to quantize."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the quantized ONNX."),
-    weights: str = typer.Option("int4", "--weights", help="int8, int4, int2, nf4 or fp4."),
-    activations: str = typer.Option("none", "--activations", help="int8 for W8A8 QDQ, none for weight-only."),
+    weights: str = typer.Option(
+        "int4", "--weights",
+        help="int8, int4, int2, nf4, fp4 (bitsandbytes FP4), fp8 (E4M3, with --activations fp8) or nvfp4 (NVIDIA FP4, TensorRT on Thor).",
+    ),
+    activations: str = typer.Option("none", "--activations", help="int8 or fp8 for W8A8 Q/DQ, none for weight-only."),
     block_size: int = typer.Option(32, "--block-size", help="Weights per scale (weight-only)."),
     symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="Zero point or not (weight-only)."),
     method: str = typer.Option("rtn", "--method", help="rtn, hqq, gptq or awq (gptq/awq need --data)."),

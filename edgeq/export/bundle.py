@@ -156,13 +156,13 @@ def _precision_from_model(
         raise UnsupportedError(f"{model_path}: uses onnxruntime-only ops ({ops}) that TensorRT cannot parse; export for x86-cpu/arm64-cpu")
     if formats.quantized:
         weights = formats.weights()
-        activations = "int8" if formats.int8_activations else "none"
-        if activations == "int8":
-            weights = "int8"
+        activations = "int8" if formats.int8_activations else "fp8" if formats.fp8_activations else "none"
+        if activations != "none":
+            weights = activations
         if block_size is None and formats.block_sizes:
             block_size = max(formats.block_sizes)
-    elif activations == "int8" and weights is None:
-        weights = "int8"
+    elif activations in ("int8", "fp8") and weights is None:
+        weights = activations
     return weights, activations, block_size
 
 

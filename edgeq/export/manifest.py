@@ -73,6 +73,10 @@ def target_section(
             # does not say whether the scales are in the graph or in the calibration cache.
             "int8_mode": None if strongly or not (plan.quantization == "implicit" or plan.activations == "int8")
             else ("implicit" if plan.quantization == "implicit" else "explicit"),
+            # Which quantization, in one word: Q/DQ in a strongly typed network (TensorRT >= 10),
+            # Q/DQ with builder flags (TensorRT 8.x), scales in the calibration cache, or none.
+            "quantization": "none" if plan.quantization == "none" else (
+                "strongly_typed" if strongly and plan.quantization == "explicit" else plan.quantization),
             "dla_core": plan.dla_core,
             "gpu_fallback": plan.gpu_fallback,
             "workspace_mib": profile.memory.workspace_mib,

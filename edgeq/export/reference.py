@@ -106,12 +106,15 @@ def _quantize(
 ) -> tuple[onnx.ModelProto, QuantizationSummary]:
     from edgeq.quantize import Int8Config, QuantizeInputs, WeightOnlyConfig, quantize
 
-    if plan.activations == "int8":
+    config: QuantizeConfig
+    if plan.activations == "fp8" or plan.weights == "nvfp4":
+        config = _tensorrt_float_config(plan, source, table)
+    elif plan.activations == "int8":
         if source is None and table is None:
             raise DataError("--activations int8 needs calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
         # TensorRT's rules for TensorRT boards; for onnxruntime the same numbers in the layout its
         # CPU kernels fuse (and, where the board file says so, weights that cannot saturate).
-        config: QuantizeConfig = (
+        config = (
             Int8Config()
             if profile.uses_tensorrt
             else Int8Config(layout="onnxruntime", reduce_range=profile.onnx.int8_reduce_range)
@@ -133,6 +136,17 @@ def _quantize(
         )
     result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress))
     return result.model, result.summary
+
+
+def _tensorrt_float_config(plan: PrecisionPlan, source: DataSource | None, table: CalibrationTable | None) -> QuantizeConfig:
+    """FP8 W8A8 (needs calibration) or NVFP4 weight-only: the formats only TensorRT boards run."""
+    from edgeq.quantize.config import Fp8Config, NvFp4Config
+
+    if plan.activations == "fp8":
+        if source is None and table is None:
+            raise DataError("--activations fp8 needs calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
+        return Fp8Config()
+    return NvFp4Config()
 
 
 def _implicit(

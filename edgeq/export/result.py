@@ -48,7 +48,8 @@ class ExportResult(Serializable):
         if verified:
             worst = min(v["cosine"] for v in verified.values())
             lines.append(
-                f"verified in onnxruntime against {self.verification.get('reference', 'the quantized model')} "
+                f"verified in {self.verification.get('executed_by', 'onnxruntime')} against "
+                f"{self.verification.get('reference', 'the quantized model')} "
                 f"on {self.verification.get('inputs', 'inputs')}: min cosine {worst:.6f}"
             )
         if self.build_command:

@@ -16,8 +16,9 @@ Dequantized values come from onnxruntime running the quantized node itself (the 
 was verified with), so "the accuracy of the 2-bit model" is exact by construction, and the
 byte counts before and after go into the export summary.
 
-The rewrites are onnx-ir passes (:class:`WidenWeights`, :class:`LowerOpset`); the functions at
-the bottom keep the protobuf-in-place interface the exporter calls.
+The rewrites are onnx-ir passes (:class:`WidenWeights`; the opset is lowered afterwards by
+``edgeq.graph.passes.lower_opset``); the functions at the bottom keep the protobuf-in-place
+interface the exporter calls.
 """
 
 from __future__ import annotations
@@ -312,38 +313,6 @@ class WidenWeights(GraphPass):
         return [ir.node("MatMul", [node.inputs[0], weight], name=self.names(node.name or "mm"))]
 
 
-class LowerOpset(GraphPass):
-    """The default-domain opset lowered towards ``floor`` as far as the checker allows (``version``).
-
-    A quantizer raises the opset for the types it writes (INT2 needs 25, INT4 21); once widening
-    has removed them, older TensorRT parsers want the lowest opset the graph still validates at.
-    Type-only schema changes between opsets are all this relies on: a node whose schema changed
-    shape (a new input, a new op) fails the full check and the opset stays where it was.
-    """
-
-    def __init__(self, floor: int) -> None:
-        super().__init__()
-        self.floor = floor
-        self.version = 0
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        current = model.opset_imports.get("", 0)
-        self.version = current
-        if current <= self.floor:
-            return ir.passes.PassResult(model, modified=False)
-        proto = ir.serde.serialize_model(model)
-        entry = next(o for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-        for version in range(self.floor, current):
-            entry.version = version
-            try:
-                onnx.checker.check_model(proto, full_check=True)
-            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
-                continue
-            model.opset_imports[""] = self.version = version
-            return ir.passes.PassResult(model, modified=True)
-        return ir.passes.PassResult(model, modified=False)
-
-
 def widen_weights(model: onnx.ModelProto, container: str) -> WidenReport:
     """Widen, in place, every weight TensorRT cannot parse into ``container`` ("int4" or "float").
 
@@ -364,10 +333,3 @@ def convert_contrib_matmuls(model: onnx.ModelProto) -> WidenReport:
     convert = WidenWeights("int4", only_contrib=True)
     convert.apply(model)
     return convert.report
-
-
-def lower_opset(model: onnx.ModelProto, floor: int) -> int:
-    """Lower ``model``'s default-domain opset towards ``floor`` in place (see :class:`LowerOpset`); returns it."""
-    lower = LowerOpset(floor)
-    lower.apply(model)
-    return lower.version

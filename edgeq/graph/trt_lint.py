@@ -14,8 +14,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from edgeq.graph.formats.nvfp4 import nvfp4_chain
 from edgeq.graph.ops import COMPUTE_OPS, POOLING_OPS, SHAPE_OPS
 from edgeq.graph.passes.base import constant, input_value, is_constant, to_ir
+from edgeq.numerics.codecs.minifloat import E4M3
 from edgeq.serialization import Serializable
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -24,7 +26,9 @@ ALLOWED_TYPES = {
     onnx.TensorProto.INT8: "int8",
     onnx.TensorProto.INT4: "int4",
     onnx.TensorProto.FLOAT8E4M3FN: "fp8",
+    onnx.TensorProto.FLOAT4E2M1: "fp4",
 }
+NVFP4_BLOCK = 16  # E2M1 values per E4M3 scale in TensorRT's (and ModelOpt's) FP4
 
 
 @dataclass
@@ -100,6 +104,13 @@ class _Linter:
             tname = onnx.TensorProto.DataType.Name(qtype).lower()
             self.add("unsupported-type", node, f"quantized type {tname}; TensorRT takes int8 (or int4/fp8 weights)")
         scale = self.scale_of(node)
+        if qtype == onnx.TensorProto.FLOAT4E2M1 and node.op_type == "DequantizeLinear":
+            chain = nvfp4_chain(node)
+            if chain is None:
+                self.add("nvfp4-scale", node, "FP4 weights need their block scales as DequantizeLinear(E4M3 constant, "
+                         "float32 constant), the two-level form TensorRT parses")
+                return
+            scale = E4M3.decode(chain.block_scales) * chain.scale2
         if scale is None:
             self.add("scale-not-constant", node, "scale is computed at run time; TensorRT needs a constant scale")
             return
@@ -262,9 +273,12 @@ def _weight_only_violations(model: ir.Model) -> tuple[list[LintViolation], set[s
         if weight is None:
             found.append(LintViolation("weight-only-not-constant", name, "blocked DequantizeLinear input is not a constant weight"))
             continue
-        if weight.dtype not in (ir.DataType.INT4, ir.DataType.INT8):
+        if weight.dtype not in (ir.DataType.INT4, ir.DataType.INT8, ir.DataType.FLOAT4E2M1):
             kind = onnx.TensorProto.DataType.Name(int(weight.dtype)).lower()
-            found.append(LintViolation("weight-only-type", name, f"{kind} blocks; TensorRT takes INT4 (signed) weight-only blocks"))
+            found.append(LintViolation("weight-only-type", name, f"{kind} blocks; TensorRT takes INT4 (signed) or FP4 (E2M1) weight-only blocks"))
+        if weight.dtype == ir.DataType.FLOAT4E2M1 and node.attributes.get_int("block_size", 0) != NVFP4_BLOCK:
+            found.append(LintViolation("nvfp4-block", name, f"FP4 blocks of {node.attributes.get_int('block_size', 0)}; "
+                                       f"TensorRT's NVFP4 blocks are {NVFP4_BLOCK} values"))
         dims = list(weight.shape.numpy())
         rank = len(dims)
         axis = node.attributes.get_int("axis", 1)

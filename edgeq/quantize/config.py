@@ -211,6 +211,58 @@ class Int8Config(Serializable):
         check_kv_cache(self.kv_cache)
 
 
+# Activation ranges for FP8: E4M3 keeps 3 mantissa bits at every magnitude, so the calibrated
+# maximum (or a high percentile of |x|) is the range; int8's entropy/MSE searches do not apply.
+FP8_ACTIVATION_METHODS = ("minmax", "percentile")
+
+
+@dataclass(frozen=True)
+class Fp8Config(Serializable):
+    """FP8 (E4M3) W8A8 Q/DQ for TensorRT: weights per output channel and activations per tensor,
+    scale = calibrated amax / 448, zero point 0, at the same places as int8 (Conv/MatMul/Gemm inputs)."""
+
+    schema_type = "edgeq.Fp8Config"
+    schema_version = 1
+
+    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+    exclude: str | None = None
+    activation_method: str = "minmax"
+    fold_batchnorm: bool = True
+    kv_cache: str = "none"  # the KV cache stays as the model has it (int8 KV is for the int8 schemes)
+
+    def __post_init__(self) -> None:
+        from edgeq.graph.ops import COMPUTE_OPS
+
+        object.__setattr__(self, "op_types", tuple(self.op_types))
+        unknown = [o for o in self.op_types if o not in COMPUTE_OPS]
+        if unknown or not self.op_types:
+            raise ConfigError(f"--op-types: {', '.join(unknown) or 'none given'}; expected some of {', '.join(COMPUTE_OPS)}")
+        if self.activation_method not in FP8_ACTIVATION_METHODS:
+            raise ConfigError(
+                f"fp8 activation method {self.activation_method!r}; expected one of {', '.join(FP8_ACTIVATION_METHODS)}")
+        check_exclude(self.exclude)
+        if self.kv_cache != "none":
+            raise ConfigError("--kv-cache int8 applies to int8 and weight-only schemes, not --activations fp8")
+
+
+@dataclass(frozen=True)
+class NvFp4Config(Serializable):
+    """NVFP4 weight-only for TensorRT on Blackwell (Thor): MatMul weights as E2M1 in blocks of 16
+    along K, an E4M3 scale per block and a float32 scale per tensor (NVIDIA Model Optimizer's
+    two-level DequantizeLinear, opset 23). Not ``--weights fp4``, which is bitsandbytes' FP4."""
+
+    schema_type = "edgeq.NvFp4Config"
+    schema_version = 1
+
+    exclude: str | None = None
+    kv_cache: str = "none"
+
+    def __post_init__(self) -> None:
+        check_exclude(self.exclude)
+        if self.kv_cache != "none":
+            raise ConfigError("--kv-cache int8 is not available with --weights nvfp4")
+
+
 @dataclass(frozen=True)
 class MixedPrecisionConfig(Serializable):
     """Per-layer bits chosen by measured sensitivity under a byte budget or an average bit width.
@@ -274,4 +326,4 @@ class MixedPrecisionConfig(Serializable):
 
 
 # Every config a handler is registered for (a new scheme adds its config here).
-QuantizeConfig: TypeAlias = WeightOnlyConfig | Int8Config | MixedPrecisionConfig
+QuantizeConfig: TypeAlias = WeightOnlyConfig | Int8Config | MixedPrecisionConfig | Fp8Config | NvFp4Config

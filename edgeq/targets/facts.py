@@ -42,6 +42,71 @@ TRT_DLA_ABSENT = ((11, 0), (11, 4))
 # supports only 128); the Developer Guide documents no smaller block.
 INT4_TRT_BLOCK = 128
 
+# The highest default-domain ONNX opset each TensorRT's ONNX parser reads, as the first line of
+# onnx-tensorrt's docs/operators.md on that release's branch says it. A version between two rows
+# takes the row at or below it (a parser never reads less than its predecessor did).
+PARSER_MAX_OPSET: tuple[tuple[tuple[int, ...], int, str], ...] = (
+    ((8, 0), 13, "onnx-tensorrt release/8.0 docs/operators.md: 'TensorRT 8.0 supports operators up to Opset 13'"),
+    ((8, 2), 13, "onnx-tensorrt release/8.2-GA docs/operators.md: 'TensorRT 8.2 supports operators up to Opset 13'"),
+    ((8, 4), 13, "onnx-tensorrt release/8.4-GA docs/operators.md: 'TensorRT 8.4 supports operators up to Opset 13'"),
+    ((8, 5), 17, "onnx-tensorrt release/8.5-GA docs/operators.md: 'TensorRT 8.5 supports operators up to Opset 17'"),
+    ((8, 6), 17, "onnx-tensorrt release/8.6-GA docs/operators.md: 'TensorRT 8.6 supports operators up to Opset 17'"),
+    ((9, 2), 19, "onnx-tensorrt release/9.2 docs/operators.md: 'TensorRT 9.2 supports operators up to Opset 19'"),
+    ((10, 0), 20, "onnx-tensorrt release/10.0-GA docs/operators.md: 'the inclusive range of opset 9 to opset 20'"),
+    ((10, 15), 24, "onnx-tensorrt release/10.15-GA docs/operators.md: 'the inclusive range of opset 9 to opset 24'"),
+)
+# Quantization operators TensorRT parses at a newer opset than its parser's ceiling: the opsets
+# that first define the types and attributes its quantized-type support needs. (op, first
+# TensorRT, opset, source). INT4 blocks need DequantizeLinear-21 (block_size, INT4); FP4 needs
+# DequantizeLinear-23 (FLOAT4E2M1), which TensorRT 10.8's NVFP4 support reads as ModelOpt writes it.
+PARSED_ABOVE_CEILING: tuple[tuple[str, tuple[int, ...], int, str], ...] = (
+    ("DequantizeLinear", (10, 0), 21, "TensorRT 10.0 Developer Guide, 'Working with Quantized Types': INT4 "
+     "block quantization is DequantizeLinear with block_size (ONNX opset 21)"),
+    ("QuantizeLinear", (10, 0), 21, "same guide: Q/DQ with INT4 and block_size (ONNX opset 21)"),
+    ("DequantizeLinear", (10, 8), 23, "TensorRT 10.8 release notes: FP4 (E2M1) Q/DQ for Blackwell; FLOAT4E2M1 "
+     "first exists in DequantizeLinear-23; NVIDIA Model Optimizer exports NVFP4 that way"),
+)
+# What a Q/DQ element type needs from TensorRT's parser ("Supported Types" of DequantizeLinear in
+# operators.md: INT8 from 8.0; INT8, FP8, INT4 from 10.0; FP4 added in 10.8).
+QDQ_TYPE_MIN_VERSION: dict[str, tuple[int, ...]] = {"int8": (8, 0), "fp8": (10, 0), "int4": (10, 0), "fp4": (10, 8)}
+# The fp8 (E4M3) and fp4 (E2M1) tensor cores: Ada (sm 8.9), Hopper (9.0) and Blackwell (10.0 and
+# later, Thor 11.0) for FP8, Blackwell only for FP4. TensorRT Support Matrix 10.8+, "GPU Architecture and Precision
+# Support". No Jetson before Thor (sm 11.0) has either.
+FP8_MIN_COMPUTE = (8, 9)
+FP4_MIN_COMPUTE = (10, 0)
+# int8 tensor cores: Turing and later, plus Volta's sm 7.2 (Xavier) int8 DLA/GPU; TensorRT has no
+# int8 kernels for Maxwell sm 5.3 (Jetson Nano): TensorRT Support Matrix, "Hardware and Precision".
+INT8_MIN_COMPUTE = (6, 1)
+# DLA exists on Xavier (sm 7.2) and Orin (sm 8.7) only: the Jetson module data sheets; TensorRT
+# Developer Guide, "Working with DLA" (fp16 and int8 only).
+DLA_COMPUTE = ((7, 2), (8, 7))
+DLA_PRECISIONS = ("fp16", "int8")
+# JetPack -> TensorRT, from each JetPack's release notes (the versions every profile may name).
+JETPACK_TENSORRT: dict[str, str] = {
+    "4.6": "8.2.1",  # JetPack 4.6 release notes
+    "5.1": "8.5.2",  # JetPack 5.1 release notes
+    "6.0": "8.6.2",  # JetPack 6.0 release notes
+    "6.1": "10.3.0",  # JetPack 6.1 release notes
+    "6.2": "10.3.0",  # JetPack 6.2 release notes
+    "7.0": "10.13.0",  # JetPack 7.0 release notes (Thor, CUDA 13)
+    "7.1": "10.13.0",  # JetPack 7.1 release notes
+    "7.2": "10.16.0",  # JetPack 7.2 release notes
+}
+
+
+def parser_max_opset(version: tuple[int, ...]) -> int:
+    """The highest opset TensorRT ``version``'s ONNX parser reads (see ``PARSER_MAX_OPSET``)."""
+    rows = [opset for first, opset, _ in PARSER_MAX_OPSET if version >= first]
+    if not rows:
+        raise ConfigError(f"TensorRT {format_version(version)}: edgeq knows TensorRT 8.0 and newer only")
+    return rows[-1]
+
+
+def parsed_above_ceiling(op_type: str, version: tuple[int, ...]) -> int:
+    """The highest opset TensorRT ``version`` parses ``op_type`` at (its ceiling unless listed above)."""
+    opsets = [opset for op, first, opset, _ in PARSED_ABOVE_CEILING if op == op_type and version >= first]
+    return max([parser_max_opset(version), *opsets])
+
 
 def parse_version(text: str, source: str = "version") -> tuple[int, ...]:
     """``"10.3.0"`` -> ``(10, 3, 0)``; a one-line ConfigError for anything else."""

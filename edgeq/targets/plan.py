@@ -15,6 +15,8 @@ from typing import Any
 from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.serialization import Serializable
 from edgeq.targets.facts import (
+    FP4_MIN_COMPUTE,
+    FP8_MIN_COMPUTE,
     INT4_TRT_BLOCK,
     TRT_DLA_ABSENT,
     TRT_MIN_VERSION,
@@ -25,8 +27,11 @@ from edgeq.targets.facts import (
 from edgeq.targets.loading import list_targets, load_target
 from edgeq.targets.profile import PRECISION_KEYS, TargetProfile
 
-WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4", "int2", "nf4", "fp4")
-ACTIVATION_FORMATS = ("none", "int8")
+# "fp4" is bitsandbytes' FP4 (MatMulBnb4 levels); "nvfp4" is NVIDIA's E2M1 in blocks of 16 with
+# E4M3 block scales, the FP4 TensorRT runs on Blackwell. "fp8" (E4M3) is W8A8 only.
+WEIGHT_FORMATS = ("fp32", "fp16", "int8", "int4", "int2", "nf4", "fp4", "fp8", "nvfp4")
+ACTIVATION_FORMATS = ("none", "int8", "fp8")
+NVFP4_BLOCK = 16  # E2M1 values per E4M3 scale: fixed by the format (TensorRT and ModelOpt)
 
 
 @dataclass
@@ -76,8 +81,9 @@ class PrecisionPlan(Serializable):
 
     def describe(self) -> str:
         """One line for the export summary."""
-        if self.activations == "int8":
-            what = "int8 weights + int8 activations (W8A8)"
+        if self.activations in ("int8", "fp8"):
+            kind = "fp8 (E4M3)" if self.activations == "fp8" else "int8"
+            what = f"{kind} weights + {kind} activations (W8A8)"
         elif self.weights in ("fp32", "fp16"):
             what = "float"
         else:
@@ -95,8 +101,10 @@ class PrecisionPlan(Serializable):
 
 
 def _requested_key(weights: str, activations: str) -> str:
-    if activations == "int8":
-        return "int8"
+    if activations in ("int8", "fp8"):
+        return activations
+    if weights == "nvfp4":
+        return "fp4"
     return {"fp16": "fp16", "int8": "int8_weight_only", "int4": "int4_weight_only", "int2": "int2_weight_only",
             "nf4": "nf4_weight_only", "fp4": "fp4_weight_only"}.get(weights, "")
 
@@ -143,8 +151,10 @@ def check_plan(
         raise ConfigError(
             f"--activations: unknown value {activations!r}; expected one of {', '.join(ACTIVATION_FORMATS)}"
         )
-    if activations == "int8" and weights != "int8":
-        raise ConfigError(f"--weights {weights} with --activations int8: W8A8 needs --weights int8")
+    if activations in ("int8", "fp8") and weights != activations:
+        raise ConfigError(f"--weights {weights} with --activations {activations}: W8A8 needs --weights {activations}")
+    if weights == "fp8" and activations != "fp8":
+        raise ConfigError("--weights fp8: FP8 is W8A8 here; add --activations fp8")
 
     versions = profile.tensorrt_version(jetpack)
     jp, trt_text = versions if versions else (None, None)
@@ -173,6 +183,10 @@ def check_plan(
             )
     elif plan.stored_weights in ("nf4", "fp4"):
         plan.block_size = block_size or 64
+    elif plan.stored_weights == "nvfp4":
+        if block_size not in (None, NVFP4_BLOCK):
+            raise ConfigError(f"--block-size {block_size}: NVFP4 blocks are {NVFP4_BLOCK} values, fixed by the format")
+        plan.block_size = NVFP4_BLOCK
     if plan.widening is not None and plan.widening.container == "int4":
         plan.block_size = block_size or INT4_TRT_BLOCK
     return plan
@@ -236,6 +250,15 @@ def _plan_tensorrt(
 
     if key == "int8":
         _plan_int8(profile, plan, where, trt)
+        return
+    if key in ("fp8", "fp4"):
+        # FP8/FP4 exist only as explicit Q/DQ in a strongly typed network (TensorRT >= 10).
+        _require(profile, where, key, trt)
+        plan.quantization, plan.onnx_format, plan.stored_weights = "explicit", "qdq", weights
+        # fp16 rounding ahead of an E4M3 Q flips codes (3 mantissa bits): on EfficientNet-Lite0 the
+        # output moved to cosine 0.9988 against the fp32 graph, so the float parts stay fp32.
+        plan.fp16_in_graph, plan.float_precision = False, "fp32"
+        plan.notes.append(f"{weights}: the float parts stay fp32 in the graph (TensorRT runs them as typed)")
         return
     if weights in ("fp32", "fp16"):
         if weights == "fp16" and not profile.precision.fp16:
@@ -301,6 +324,14 @@ def _require(profile: TargetProfile, where: str, key: str, trt: tuple[int, ...] 
     label = PRECISION_KEYS[key]
     if not profile.precision.allows(key):
         boards = [n for n in _targets_with(key, TRT_MIN_VERSION.get(key), profile.kind) if n != profile.name]
+        if key in ("fp8", "fp4") and profile.gpu is not None:
+            need = FP8_MIN_COMPUTE if key == "fp8" else FP4_MIN_COMPUTE
+            raise UnsupportedError(
+                f"{where}: {label} needs {key.upper()} tensor cores (compute capability >= {format_version(need)}); "
+                f"this board's {profile.gpu.architecture} GPU is sm {profile.gpu.compute_capability}; use --weights int8 "
+                f"--activations int8{' or --weights int4' if profile.precision.int4_weight_only else ''}, or a board "
+                f"that has it ({', '.join(boards)})"
+            )
         if key == "int8_weight_only" and profile.precision.int8:
             instead = "use --weights int8 --activations int8 (W8A8) or --weights int4"
         elif key in ("int8", "int4_weight_only") and profile.precision.fp16:

@@ -22,9 +22,9 @@ PRECISION_KEYS: dict[str, str] = {
     "int4_weight_only": "int4 weight-only (blocks)",
     "int2_weight_only": "int2 weight-only (blocks)",
     "nf4_weight_only": "nf4 weight-only",
-    "fp4_weight_only": "fp4 weight-only",
+    "fp4_weight_only": "fp4 (bitsandbytes levels) weight-only",
     "fp8": "fp8 (E4M3) Q/DQ",
-    "fp4": "fp4 (E2M1) Q/DQ",
+    "fp4": "NVFP4 (E2M1 blocks of 16, E4M3 block scales) Q/DQ",
 }
 
 

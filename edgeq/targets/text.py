@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeq.targets.facts import parse_version, parser_max_opset
 from edgeq.targets.profile import PRECISION_KEYS, TargetProfile
 
 _SHORT = {"fp16": "fp16", "int8": "int8", "int8_weight_only": "w8", "int4_weight_only": "w4",
@@ -53,6 +54,9 @@ def format_target(p: TargetProfile) -> str:
         total = f", total {p.power.total_rail}" if p.power.total_rail else ", no single total rail"
         lines.append(f"  power: {p.power.sensor} rails {', '.join(p.power.rails)}{total}")
     lines.append(f"  preferred ONNX opset: {p.onnx.preferred_opset}")
+    if p.tensorrt:
+        parsed = ", ".join(f"JetPack {jp}: {parser_max_opset(parse_version(v))}" for jp, v in p.tensorrt.jetpack.items())
+        lines.append(f"  highest opset TensorRT's parser reads: {parsed} (export lowers the graph to it)")
     if p.onnx.int8_reduce_range:
         lines.append("  int8: dense weights in [-64, 64] (no 16-bit saturation on CPUs without VNNI)")
     if p.unverified:

@@ -26,10 +26,16 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edgeq_runtime._fileio import atomic_write_bytes, sha256_file
 from edgeq_runtime.errors import BundleError
+from edgeq_runtime.trt_hooks import BuildProgress, make_progress_monitor
 
 # The same TensorRT fact as edgeq.targets.TRT_WORKSPACE_POOL_MIN (a test keeps them equal): the
 # runtime cannot import edgeq.
 WORKSPACE_POOL_MIN = (8, 4)  # set_memory_pool_limit; max_workspace_size before
+
+
+# The bundle's target "quantization": Q/DQ in a strongly typed network (TensorRT >= 10), Q/DQ
+# with the INT8 builder flag (TensorRT 8.x), scales from the calibration cache, or float.
+QUANTIZATION_MODES = ("strongly_typed", "explicit", "implicit", "none")
 
 
 def version_tuple(version: str) -> Tuple[int, ...]:
@@ -44,9 +50,17 @@ def int8_mode(target: Mapping[str, Any]) -> Optional[str]:
     Manifests written before ``int8_mode`` existed say only ``int8``: an implicit-int8 bundle
     always ships its calibration cache, so one without a cache is explicit Q/DQ.
     """
+    declared = target.get("quantization")
+    if declared is not None and declared not in QUANTIZATION_MODES:
+        raise BundleError("manifest.json: target quantization " + repr(declared) + " is not one of "
+                          + ", ".join(QUANTIZATION_MODES))
+    if declared == "strongly_typed" and not target.get("strongly_typed"):
+        raise BundleError("manifest.json: target quantization is strongly_typed but strongly_typed is false")
     if not target.get("int8") or target.get("strongly_typed"):
         return None
     mode = target.get("int8_mode")
+    if mode is None and declared in ("explicit", "implicit"):
+        mode = declared
     if mode in ("explicit", "implicit"):
         return str(mode)
     if mode is not None:
@@ -180,13 +194,15 @@ def build_serialized_engine(
     calibration_cache: Optional[Path] = None,
     implicit_int8: Optional[bool] = None,
     timing_cache: Optional[Path] = None,
+    progress: Optional[BuildProgress] = None,
 ) -> bytes:
     """The serialized engine for ``model_path`` built with ``settings`` (see ``build_settings``).
 
     ``implicit_int8`` says the int8 scales come from ``calibration_cache`` (default: what the
     settings' ``int8_mode`` says, see ``int8_mode``). ``timing_cache``, when given,
-    is read if it exists and rewritten (atomically) after the build. Every failure is one
-    ``BundleError`` line.
+    is read if it exists and rewritten (atomically) after the build. ``progress`` receives the
+    build's phases through TensorRT 10's ``IProgressMonitor`` (default: logged as warnings, so a
+    long build on a board is visibly alive). Every failure is one ``BundleError`` line.
     """
     logger = logger if logger is not None else trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -199,6 +215,9 @@ def build_serialized_engine(
     implicit = settings.get("int8_mode") == "implicit" if implicit_int8 is None else implicit_int8
     _set_precision(trt, config, settings, calibration_cache, implicit)
     _set_shapes(builder, config, network, settings["shapes"])
+    monitor = make_progress_monitor(trt, progress or BuildProgress())
+    if monitor is not None:  # TensorRT >= 10.0; the config holds it only for the build
+        config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(str(model_path) + ": TensorRT " + str(trt.__version__) + " failed to build an engine (see "

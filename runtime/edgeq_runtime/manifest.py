@@ -24,8 +24,10 @@ JSON form::
 Documented ``target`` keys (all optional, others are kept as written):
 ``name`` (str), ``backend`` ("tensorrt" | "ort": what the bundle was exported for), ``tensorrt_version``
 (str), ``strongly_typed`` (bool: build the engine strongly typed, the Q/DQ path), ``fp16`` / ``int8``
-(bool: builder flags for TensorRT < 11), ``dla_core`` (int or null), ``workspace_mib`` (number),
-``opset`` (int).
+(bool: builder flags for TensorRT < 11), ``int8_mode`` ("explicit" | "implicit" | null: whether an
+``int8`` build takes its scales from Q/DQ nodes or the calibration cache), ``quantization``
+("strongly_typed" | "explicit" | "implicit" | "none": which quantization the bundle is, in one word),
+``dla_core`` (int or null), ``workspace_mib`` (number), ``opset`` (int).
 
 Compatibility: a reader refuses another ``schema`` and any ``schema_version`` newer than its own;
 unknown top-level keys are refused too, because a new field means a new version.

@@ -42,6 +42,9 @@ def format_result(result: BenchmarkResult) -> str:
             lines.append("           " + str(op["name"])[:39].ljust(40) + str(op["op_type"])[:19].ljust(20)
                          + _num(op["total_ms"]).rjust(10) + str(op["count"]).rjust(7)
                          + ("{:.1%}".format(op["share"])).rjust(8))
+        if result.backend == "tensorrt":
+            lines.append("           TensorRT IProfiler: GPU time per engine layer (fused layers, one name each); "
+                         "host<->device copies excluded here, included in the latency above")
     return "\n".join(lines)
 
 

@@ -71,3 +71,19 @@ def test_minilm_int4_for_orin_nano(minilm_model: Path, tmp_path: Path):
     assert result.fp16 is not None
     assert "--stronglyTyped" in (bundle / "build.sh").read_text()
     assert verify_bundle(bundle) == []
+
+
+def test_jetpack_46_gets_the_opset_tensorrt_82_parses(efficientnet_model: Path, minilm_model: Path, image_sets,
+                                                      tmp_path: Path, capsys):
+    bundle = tmp_path / "effnet-xavier-nx-jp46"
+    code = main(["export", str(efficientnet_model), "--target", "jetson-xavier-nx", "--jetpack", "4.6", "-o", str(bundle)])
+    assert code == 0 and "lowered to 13 (TensorRT 8.2.1 parses up to opset 13)" in capsys.readouterr().out
+    assert onnx.load(str(bundle / "model.onnx")).opset_import[0].version == 13
+    images = np.load(image_sets[1])["input"][:8]
+    np.testing.assert_allclose(_run(bundle / "model.onnx", {"input": images})[0],
+                               _run(efficientnet_model, {"input": images})[0], rtol=1e-4, atol=1e-4)
+    # MiniLM's LayerNormalization has no opset-13 form: refused in one line, nothing written.
+    code = main(["export", str(minilm_model), "--target", "jetson-xavier-nx", "--jetpack", "4.6", "-o", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and "(LayerNormalization) needs opset 17" in err and "--jetpack 5.1" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()

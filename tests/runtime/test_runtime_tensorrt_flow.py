@@ -335,6 +335,18 @@ def test_an_unknown_int8_mode_is_one_line(tmp_path, trt_log):
         Session(bundle, cache_dir=tmp_path / "cache", shapes={"x": [1, 8]})
 
 
+def test_the_declared_quantization_decides_the_int8_mode_and_must_agree_with_the_flags():
+    from edgeq_runtime.engine_build import int8_mode
+
+    assert int8_mode({"int8": True, "quantization": "explicit", "calibration_cache": "calibration.cache"}) == "explicit"
+    assert int8_mode({"int8": True, "quantization": "implicit"}) == "implicit"
+    assert int8_mode({"strongly_typed": True, "quantization": "strongly_typed"}) is None
+    with pytest.raises(BundleError, match="quantization is strongly_typed but strongly_typed is false"):
+        int8_mode({"quantization": "strongly_typed"})
+    with pytest.raises(BundleError, match="quantization 'qat'"):
+        int8_mode({"quantization": "qat"})
+
+
 def test_dla_bundle_builds_on_its_dla_core_with_gpu_fallback(tmp_path, trt_log):
     bundle = make_bundle(tmp_path / "bundle", target={"backend": "tensorrt", "fp16": True, "dla_core": 1,
                                                       "gpu_fallback": True})

@@ -156,6 +156,7 @@ def test_orin_int8_bundle_is_strongly_typed_qdq(tmp_path: Path):
     target = manifest.target
     assert target["backend"] == "tensorrt" and target["tensorrt_version"] == "10.3.0" and target["jetpack"] == "6.2"
     assert target["strongly_typed"] and not target["fp16"] and not target["int8"] and target["int8_mode"] is None
+    assert target["quantization"] == "strongly_typed"
     assert target["workspace_mib"] == 1024 and target["dla_core"] is None
     assert {f.path for f in manifest.files} == {"model.onnx", "build.sh", "README.md"}
     exported = onnx.load(str(bundle / "model.onnx"))
@@ -176,6 +177,7 @@ def test_tensorrt8_board_gets_int8_flags(tmp_path: Path):
     assert target["fp16"] and target["int8"] and not target["strongly_typed"]
     # The INT8 flag is for the Q/DQ network: the runtime must not ask for a calibration cache.
     assert target["int8_mode"] == "explicit" and target["calibration_cache"] is None
+    assert target["quantization"] == "explicit"
     from edgeq_runtime.engine_build import build_settings
 
     assert build_settings(target, {})["int8_mode"] == "explicit"
@@ -258,7 +260,7 @@ def test_dla_int8_gets_a_calibration_cache_and_a_float_model(tmp_path: Path):
     assert not {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in exported.graph.node}
     target = _manifest(bundle).target
     assert target["dla_core"] == 1 and target["int8"] and target["calibration_cache"] == "calibration.cache"
-    assert target["int8_mode"] == "implicit"
+    assert target["int8_mode"] == "implicit" and target["quantization"] == "implicit"
 
 
 def test_dla_from_a_qdq_model_moves_its_scales_to_the_cache(tmp_path: Path):

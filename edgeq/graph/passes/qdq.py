@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -39,6 +40,21 @@ from edgeq.graph.passes.base import (
 
 MIN_OPSET = 13  # per-channel Q/DQ (axis attribute)
 CONVS = ("Conv", "ConvTranspose")
+
+
+@dataclass(frozen=True)
+class QdqElement:
+    """The element type Q/DQ write: its name, the largest code magnitude (scale = amax / qmax) and dtype."""
+
+    name: str  # "int8" | "fp8"
+    qmax: float
+    dtype: np.dtype
+    min_opset: int
+
+
+INT8_ELEMENT = QdqElement("int8", 127.0, np.dtype(np.int8), MIN_OPSET)
+# FLOAT8E4M3FN Q/DQ first exist in opset 19; 448 is E4M3's largest finite value.
+FP8_ELEMENT = QdqElement("fp8", 448.0, np.dtype(ml_dtypes.float8_e4m3fn), 19)
 
 
 def weight_axis(model_node: ir.Node, weight_rank: int) -> int | None:
@@ -171,9 +187,9 @@ def _quantized_output(plan: QdqPlan, node: ir.Node) -> str:
 
 @dataclass
 class WeightQuantization:
-    """A compute node's int8 weight: values, scales (per channel along ``axis``) and float bias."""
+    """A compute node's quantized weight: values, scales (per channel along ``axis``) and float bias."""
 
-    values: np.ndarray  # int8
+    values: np.ndarray  # int8, or float8_e4m3fn for FP8
     scale: np.ndarray  # float32, shape [channels] or scalar
     axis: int | None
     bias: np.ndarray | None = None  # new float bias (bias correction); None keeps the old one
@@ -192,10 +208,18 @@ def unify_shared_scales(plan: QdqPlan, amax: dict[str, float]) -> dict[str, floa
 
 
 class InsertQdq(GraphPass):
-    """Write Q/DQ for ``plan`` with per-tensor ``activation_amax`` and per-node ``weights``."""
+    """Write Q/DQ for ``plan`` with per-tensor ``activation_amax`` and per-node ``weights``.
 
-    def __init__(self, plan: QdqPlan, activation_amax: dict[str, float], weights: dict[str, WeightQuantization]) -> None:
+    ``element`` is the quantized type (int8, or FP8 E4M3 with scale amax / 448); placement and
+    zero points of 0 are the same for both, as TensorRT's rules are.
+    """
+
+    def __init__(
+        self, plan: QdqPlan, activation_amax: dict[str, float], weights: dict[str, WeightQuantization],
+        element: QdqElement = INT8_ELEMENT,
+    ) -> None:
         super().__init__()
+        self.element = element
         self.plan = plan
         self.activation_amax = unify_shared_scales(plan, activation_amax)
         self.weights = weights
@@ -206,8 +230,8 @@ class InsertQdq(GraphPass):
             return ir.passes.PassResult(model, False)
         for domain in ("", "ai.onnx"):
             version = model.opset_imports.get(domain)
-            if version is not None and version < MIN_OPSET:
-                raise ValueError(f"per-channel Q/DQ needs opset >= {MIN_OPSET}, model has {version}")
+            if version is not None and version < self.element.min_opset:
+                raise ValueError(f"{self.element.name} Q/DQ needs opset >= {self.element.min_opset}, model has {version}")
         graph = model.graph
         names = NameMaker(graph)
         by_name = nodes_by_name(graph)
@@ -227,8 +251,9 @@ class InsertQdq(GraphPass):
         if amax is None:
             raise ValueError(f"no activation range for planned tensor {tensor}")
         base = tensor.replace("/", "_").strip("_") or "t"
-        scale = set_initializer(graph, names(f"{base}_scale"), np.array(amax / 127.0 if amax > 0 else 1.0, np.float32))
-        zero_point = set_initializer(graph, names(f"{base}_zero_point"), np.array(0, np.int8))
+        qmax = self.element.qmax
+        scale = set_initializer(graph, names(f"{base}_scale"), np.array(amax / qmax if amax > 0 else 1.0, np.float32))
+        zero_point = set_initializer(graph, names(f"{base}_zero_point"), np.zeros((), self.element.dtype))
         q_out = ir.Value(name=names(f"{base}_quantized"))
         graph.append(ir.node("QuantizeLinear", [value, scale, zero_point], outputs=[q_out], name=names(f"{base}_QuantizeLinear")))
         # One DequantizeLinear per reader: runtimes (onnxruntime's QDQ fusion among them) fuse
@@ -240,10 +265,11 @@ class InsertQdq(GraphPass):
 
     def _weight(self, graph: ir.Graph, names: NameMaker, by_name: dict[str, ir.Node], node: ir.Node, wq: WeightQuantization) -> None:
         base = (node.name or _name(node.inputs[1])).replace("/", "_").strip("_")
-        values = set_initializer(graph, names(f"{base}_weight_int8"), np.asarray(wq.values, np.int8))
+        dtype = self.element.dtype
+        values = set_initializer(graph, names(f"{base}_weight_{self.element.name}"), np.asarray(wq.values, dtype))
         scale_array = np.asarray(wq.scale, np.float32)
         scale = set_initializer(graph, names(f"{base}_weight_scale"), scale_array)
-        zero_point = set_initializer(graph, names(f"{base}_weight_zero_point"), np.zeros(scale_array.shape, np.int8))
+        zero_point = set_initializer(graph, names(f"{base}_weight_zero_point"), np.zeros(scale_array.shape, dtype))
         dq_out = ir.Value(name=names(f"{base}_weight_dequantized"))
         attrs = {"axis": int(wq.axis)} if wq.axis is not None and scale_array.ndim == 1 else {}
         dq = ir.node("DequantizeLinear", [values, scale, zero_point], attrs, outputs=[dq_out], name=names(f"{base}_weight_DequantizeLinear"))

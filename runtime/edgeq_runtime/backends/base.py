@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +45,25 @@ class OpTime:
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "op_type": self.op_type, "total_ms": self.total_ms, "count": self.count,
                 "share": self.share}
+
+
+def rank_op_times(samples: Iterable[Tuple[str, str, float]]) -> List[OpTime]:
+    """``(name, op type, ms)`` samples summed per name, largest first, each with its share of the total.
+
+    The one ranking every backend's profiler output goes through (onnxruntime nodes, TensorRT layers).
+    """
+    totals: Dict[str, OpTime] = {}
+    for name, op_type, ms in samples:
+        entry = totals.get(name)
+        if entry is None:
+            entry = totals[name] = OpTime(name=name, op_type=op_type, total_ms=0.0, count=0)
+        entry.total_ms += float(ms)
+        entry.count += 1
+    grand = sum(t.total_ms for t in totals.values())
+    ordered = sorted(totals.values(), key=lambda t: (-t.total_ms, t.name))
+    for entry in ordered:
+        entry.share = entry.total_ms / grand if grand > 0 else 0.0
+    return ordered
 
 
 class Backend(abc.ABC):

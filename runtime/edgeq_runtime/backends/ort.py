@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from edgeq_runtime.backends import register
-from edgeq_runtime.backends.base import Backend, BackendOptions, OpTime
+from edgeq_runtime.backends.base import Backend, BackendOptions, OpTime, rank_op_times
 from edgeq_runtime.errors import BundleError, MissingDependencyError
 from edgeq_runtime.manifest import TensorSpec
 
@@ -178,7 +178,7 @@ def aggregate_node_events(events: Any, skip_first: bool = True) -> List[OpTime]:
     ``skip_first`` drops each node's first event: the first run of a session pays one-time costs
     (allocation, kernel selection) that would otherwise dominate a short profile.
     """
-    totals: Dict[str, OpTime] = {}
+    samples: List[Tuple[str, str, float]] = []
     seen = set()
     if isinstance(events, dict):  # some versions wrap the list
         events = events.get("traceEvents", [])
@@ -194,13 +194,5 @@ def aggregate_node_events(events: Any, skip_first: bool = True) -> List[OpTime]:
         if skip_first and node not in seen:
             seen.add(node)
             continue
-        entry = totals.get(node)
-        if entry is None:
-            entry = totals[node] = OpTime(name=node, op_type=op_type, total_ms=0.0, count=0)
-        entry.total_ms += float(event.get("dur", 0.0)) / 1000.0
-        entry.count += 1
-    grand = sum(t.total_ms for t in totals.values())
-    ordered = sorted(totals.values(), key=lambda t: (-t.total_ms, t.name))
-    for entry in ordered:
-        entry.share = entry.total_ms / grand if grand > 0 else 0.0
-    return ordered
+        samples.append((node, op_type, float(event.get("dur", 0.0)) / 1000.0))
+    return rank_op_times(samples)

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeq_runtime._fileio import atomic_write_bytes, sha256_file
 from edgeq_runtime.backends import register
-from edgeq_runtime.backends.base import Backend, BackendOptions
+from edgeq_runtime.backends.base import Backend, BackendOptions, OpTime
 from edgeq_runtime.engine_build import build_serialized_engine, build_settings, version_tuple
 from edgeq_runtime.errors import BundleError, MissingDependencyError
 from edgeq_runtime.manifest import TensorSpec
@@ -179,7 +179,27 @@ class TensorRTBackend(Backend):
         return pointer
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        context = self._context
+        return self._execute(self._context, feeds)
+
+    def profile_ops(self, feeds: Mapping[str, np.ndarray], runs: int) -> Optional[List[OpTime]]:
+        """Per-layer GPU times from TensorRT's ``IProfiler`` on a second execution context.
+
+        The timed runs never carry the profiler (it synchronises after every layer); host <-> device
+        copies are not layers, so they are excluded from these times (the latency includes them).
+        """
+        from edgeq_runtime.trt_hooks import aggregate_layer_times, make_profiler
+
+        context = self._engine.create_execution_context()
+        if context is None:
+            return None
+        profiler = make_profiler(self._trt)
+        context.profiler = profiler
+        for _ in range(max(1, runs) + 1):  # + 1: the first run is dropped as warm-up
+            profiler.next_run()
+            self._execute(context, feeds)
+        return aggregate_layer_times(profiler.runs)
+
+    def _execute(self, context: Any, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         hosts = {}
         for name in self._input_names:
             array = np.ascontiguousarray(feeds[name])

@@ -59,6 +59,38 @@ def rewrite_for_onnxruntime(model: onnx.ModelProto) -> str | None:
     return ", ".join(done) or None
 
 
+def prepare_w8a8(
+    model: onnx.ModelProto, fold_batchnorm: bool, op_types: tuple[str, ...], exclude: str | None,
+    summary: QuantizationSummary,
+) -> list[str]:
+    """Name nodes, fold BatchNorm, and pick the compute nodes to quantize (the rest noted with why).
+
+    The first steps of every W8A8 scheme (int8 and fp8): the weights quantized are the folded ones
+    TensorRT will run.
+    """
+    NameNodes().apply(model)
+    if fold_batchnorm:
+        fold = FoldBatchNorm()
+        fold.apply(model)
+        if fold.folded:
+            summary.notes.append(f"folded {len(fold.folded)} BatchNormalization nodes into the Conv before them")
+        for bn, why in fold.skipped:
+            summary.notes.append(f"BatchNormalization {bn} not folded: {why}")
+    found, skipped = find_quantizable(model, op_types=COMPUTE_OPS)
+    pattern = re.compile(exclude) if exclude else None
+    selected: list[str] = []
+    for node in found:
+        if node.op_type not in op_types:
+            summary.add(NodeDecision(node.name, node.op_type, False, reason=f"op type {node.op_type} not in --op-types", weight=node.weight))
+        elif pattern is not None and pattern.search(node.name):
+            summary.add(NodeDecision(node.name, node.op_type, False, reason=f"excluded by --exclude {exclude!r}", weight=node.weight))
+        else:
+            selected.append(node.name)
+    for skip in skipped:
+        summary.add(NodeDecision(skip.name, skip.op_type, False, reason=skip.reason))
+    return selected
+
+
 def _take_batches(data: Any, samples: int) -> list[dict[str, np.ndarray]]:
     batches: list[dict[str, np.ndarray]] = []
     seen = 0
@@ -71,7 +103,7 @@ def _take_batches(data: Any, samples: int) -> list[dict[str, np.ndarray]]:
     return batches
 
 
-def _observe(
+def observe_activations(
     model: onnx.ModelProto, data: Any, tensors: list[str], channel_axis: int | None, progress: bool, description: str = "calibrating int8"
 ) -> dict[str, Any]:
     """Histogram (and optionally per-channel magnitude) observers for ``tensors`` over ``data``."""
@@ -90,7 +122,7 @@ def _equalize(model: onnx.ModelProto, data: Any, quantized: set[str], progress: 
     pairs = [p for p in find_equalization_pairs(model) if p.consumer in quantized]
     if not pairs:
         return 0, []
-    stats = _observe(model, data, sorted({p.tensor for p in pairs}), channel_axis=1, progress=progress)
+    stats = observe_activations(model, data, sorted({p.tensor for p in pairs}), channel_axis=1, progress=progress)
     scales: dict[tuple[str, str], np.ndarray] = {}
     for pair in pairs:
         channel_max = stats[pair.tensor].absmax
@@ -138,27 +170,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         raise ConfigError("int8 activations need calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict()["_data"])
     model = raise_opset(model, MIN_OPSET, "per-channel Q/DQ", f"export the model with opset >= {MIN_OPSET}")
-    NameNodes().apply(model)
-    if config.fold_batchnorm:
-        fold = FoldBatchNorm()
-        fold.apply(model)
-        if fold.folded:
-            summary.notes.append(f"folded {len(fold.folded)} BatchNormalization nodes into the Conv before them")
-        for bn, why in fold.skipped:
-            summary.notes.append(f"BatchNormalization {bn} not folded: {why}")
-
-    found, skipped = find_quantizable(model, op_types=COMPUTE_OPS)
-    pattern = re.compile(config.exclude) if config.exclude else None
-    selected: list[str] = []
-    for node in found:
-        if node.op_type not in config.op_types:
-            summary.add(NodeDecision(node.name, node.op_type, False, reason=f"op type {node.op_type} not in --op-types", weight=node.weight))
-        elif pattern is not None and pattern.search(node.name):
-            summary.add(NodeDecision(node.name, node.op_type, False, reason=f"excluded by --exclude {config.exclude!r}", weight=node.weight))
-        else:
-            selected.append(node.name)
-    for skip in skipped:
-        summary.add(NodeDecision(skip.name, skip.op_type, False, reason=skip.reason))
+    selected = prepare_w8a8(model, config.fold_batchnorm, config.op_types, config.exclude, summary)
 
     data = inputs.data
     sequential = data is not None
@@ -185,7 +197,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         from edgeq.graph.passes.smoothquant import SmoothQuant, smoothable_tensors
 
         readers = smoothable_tensors(model, set(selected))
-        magnitudes = _observe(model, data, list(readers), -1, inputs.progress, "smoothquant statistics") if readers else {}
+        magnitudes = observe_activations(model, data, list(readers), -1, inputs.progress, "smoothquant statistics") if readers else {}
         sq = SmoothQuant.from_magnitudes(model, readers, {t: m.absmax for t, m in magnitudes.items()}, config.smoothquant_alpha)
         sq.apply(model)
         summary.notes.append(f"smoothquant alpha {config.smoothquant_alpha}: migrated {len(sq.applied)} activation tensors into their weights")
@@ -193,7 +205,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
     plan = plan_qdq(model, selected, conv_outputs_into_add=config.layout == "onnxruntime")
     candidates: dict[str, dict[str, float]] = {}
     if data is not None:
-        histograms = _observe(model, data, list(plan.activations), None, inputs.progress)
+        histograms = observe_activations(model, data, list(plan.activations), None, inputs.progress)
         for tensor, hist in histograms.items():
             candidates[tensor] = hist.thresholds()
     else:
