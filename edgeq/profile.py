@@ -17,7 +17,7 @@ from edgeq.frontends.resolve import resolve_model
 ENERGY_MODES = ("auto", "none")
 
 
-def _bundle_target(path: Path) -> str | None:
+def bundle_target(path: Path) -> str | None:
     """The target name recorded in a bundle's manifest, if there is one to read."""
     manifest = path / "manifest.json" if path.is_dir() else None
     if manifest is None or not manifest.is_file():
@@ -85,7 +85,7 @@ def profile(
     except BundleError as exc:
         raise EdgeqError(str(exc)) from None
     data: dict[str, Any] = result.to_dict()
-    target = _bundle_target(path)
+    target = bundle_target(path)
     if target and not data.get("target"):
         data["target"] = target
     return data

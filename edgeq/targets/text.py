@@ -8,6 +8,12 @@ _SHORT = {"fp16": "fp16", "int8": "int8", "int8_weight_only": "w8", "int4_weight
           "int2_weight_only": "w2", "nf4_weight_only": "nf4", "fp4_weight_only": "wfp4", "fp8": "fp8", "fp4": "fp4"}
 
 
+def text_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as aligned lines (the first row is the header); shared by the board tables."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 def format_targets_table(profiles: list[TargetProfile]) -> str:
     """One line per board; w4 = int4 weight-only (TensorRT >= 10), w2/nf4 = weight-only on CPU."""
     rows = [("target", "gpu (sm)", "jetpack -> tensorrt", "precisions", "dla", "memory")]
@@ -20,8 +26,7 @@ def format_targets_table(profiles: list[TargetProfile]) -> str:
         memory = "/".join(f"{g:g}" for g in p.memory.sizes_gb) + " GB" if p.memory.sizes_gb else "-"
         dla = str(p.dla.cores) + ("?" if "dla.cores" in p.unverified else "")
         rows.append((p.name, gpu, trt or p.backend, precisions, dla, memory))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = text_table(rows)
     lines.append("w4/w2/w8 = int4/int2/int8 weight-only; ? = unverified; `edgeq targets NAME` for details")
     return "\n".join(lines)
 

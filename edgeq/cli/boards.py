@@ -1,0 +1,31 @@
+"""``edgeq boards check boards.toml``: reach every board and say what it can run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeq.cli import app
+from edgeq.cli._common import echo_json
+
+boards_app = typer.Typer(help="Boards reached over SSH (boards.toml).", no_args_is_help=True)
+app.add_typer(boards_app, name="boards")
+
+
+@boards_app.command("check")
+def check_command(
+    inventory: Path = typer.Argument(..., help="The boards.toml inventory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON instead of a table."),
+) -> None:
+    """Connect to each board: versions (JetPack, TensorRT, onnxruntime, Python), power sensors, free memory."""
+    from edgeq.fleet.inventory import load_boards
+    from edgeq.fleet.probe import check_boards, format_status_table
+
+    statuses = check_boards(load_boards(inventory))
+    if as_json:
+        echo_json([s.to_dict() for s in statuses])
+    else:
+        typer.echo(format_status_table(statuses))
+    if any(s.error for s in statuses):
+        raise typer.Exit(2)
