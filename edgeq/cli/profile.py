@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -39,7 +39,7 @@ def profile_command(
 
     choice(energy, ("auto", "none"), "--energy")
     refuse_outputs_over_inputs({"-o": output, "--json": json_path}, path)
-    options = {"warmup": warmup, "iterations": iterations, "duration_s": duration, "batch": batch,
+    options: dict[str, Any] = {"warmup": warmup, "iterations": iterations, "duration_s": duration, "batch": batch,
                "energy": energy, "idle_s": idle, "threads": threads, "backend": backend}
     if board is not None:
         from edgeq.fleet.inventory import resolve_board

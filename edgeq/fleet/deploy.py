@@ -15,6 +15,7 @@ copy cut short leaves the previous bundle as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -164,9 +165,7 @@ def sync_bundle(conn: BoardConnection, bundle: Path) -> SyncResult:
         remote_call(conn, board_scripts.SYNC, "commit", final, tmp, json.dumps(wanted), what="checking the copied bundle")
     except BoardError as exc:
         if not isinstance(exc, BoardLostError):  # a live board: take the partial copy back
-            try:
+            with contextlib.suppress(BoardError):
                 remote_call(conn, board_scripts.SYNC, "discard", final, tmp, what="removing the partial copy")
-            except BoardError:
-                pass
         raise
     return SyncResult(final, sent, kept)

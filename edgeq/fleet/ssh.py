@@ -193,9 +193,9 @@ class BoardConnection:
                     got = True
                 emit("out")
                 emit("err")
-                if not got and (channel.exit_status_ready() or channel.closed or not transport.is_active()):
-                    if not channel.recv_ready() and not channel.recv_stderr_ready():
-                        break
+                ended = channel.exit_status_ready() or channel.closed or not transport.is_active()
+                if not got and ended and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
         except KeyboardInterrupt:
             self._interrupt(pid[0] if pid else None)
             channel.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from edgeq.targets.profile import PRECISION_KEYS, TargetProfile
 
 _SHORT = {"fp16": "fp16", "int8": "int8", "int8_weight_only": "w8", "int4_weight_only": "w4",
           "int2_weight_only": "w2", "nf4_weight_only": "nf4", "fp4_weight_only": "wfp4", "fp8": "fp8", "fp4": "fp4"}
 
 
-def text_table(rows: list[tuple[str, ...]]) -> list[str]:
+def text_table(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells as aligned lines (the first row is the header); shared by the board tables."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
