@@ -84,6 +84,10 @@ if mode == "hashes":
     print(json.dumps({"files": files, "free": st.f_bavail * st.f_frsize}))
 elif mode == "stage":
     tmp, keep = sys.argv[3], json.loads(sys.argv[4])
+    parent, base = os.path.split(final)
+    for name in os.listdir(parent or "."):  # copies an interrupted run left behind
+        if name.startswith(base + ".tmp-"):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     os.makedirs(tmp)
     for rel in keep:
         dest = os.path.join(tmp, rel)

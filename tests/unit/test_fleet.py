@@ -175,3 +175,38 @@ def test_annotate_marks_each_board_apart() -> None:
     assert rows[picks["orin"]]["name"] == "a" and rows[picks["nano"]]["name"] == "b"
     assert [r["name"] for r in rows if r["board"] == "nano" and r["pareto"]] == ["a", "b"]
     assert rows[-1]["pareto"] is False and rows[-1]["pick"] is False
+
+
+def test_a_lost_board_is_retried_once_then_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeq.errors import BoardLostError
+    from edgeq.fleet import remote
+    from edgeq.fleet.inventory import Board
+    from edgeq.fleet.sweep import ProfileOptions, profile_job
+
+    w = numpy_helper.from_array(np.ones((4, 2), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    model = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    record = {"key": "k" * 64, "model": str(model)}
+    board = Board(name="orin", ssh="ssh://u@h:22", target="x86-cpu")
+    calls: list[str] = []
+
+    def flaky(bundle: Path, board: Board, **options: object) -> dict:
+        calls.append(str(bundle))
+        if len(calls) in (1, 3, 4):
+            raise BoardLostError("board orin: connection lost during the benchmark")
+        return {"latency_ms": {"p50": 1.5, "p99": 2.0}, "iterations": 10, "energy": {"available": False, "reason": "none"}}
+
+    monkeypatch.setattr(remote, "profile_on_board", flaky)
+    cache = tmp_path / "cache"
+    first = profile_job(record, board, ProfileOptions(), str(cache))
+    assert len(calls) == 2 and first["latency_ms"] == 1.5 and first["attempts"] == 2 and first["cached"] is False
+    assert (Path(calls[0]) / "manifest.json").is_file()  # a real bundle, exported for the board's target
+    assert profile_job(record, board, ProfileOptions(), str(cache))["cached"] is True and len(calls) == 2
+    lost = profile_job(record, board, ProfileOptions(iterations=7), str(cache))  # other options: not cached
+    assert len(calls) == 4 and "after one retry" in lost["error"] and "latency_ms" not in lost
