@@ -21,18 +21,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GRID = """
-[[grid]]
-scheme = "weight_only"
-weights = ["int4", "int8"]
-block_size = [32, 64, 128, 256]
 
-[options]
-samples = {samples}
-iterations = 50
-warmup = 5
-idle_s = 0.5
-"""
+
+def grid_toml(samples: int = 8, iterations: int = 50, warmup: int = 5, idle_s: float = 0.5,
+              blocks: tuple[int, ...] = (32, 64, 128, 256)) -> str:
+    """The sweep measured here (and run by tests/integration/test_fleet_sweep.py): int4/int8 × blocks."""
+    return (
+        '[[grid]]\nscheme = "weight_only"\nweights = ["int4", "int8"]\n'
+        f"block_size = {list(blocks)}\n\n[options]\nsamples = {samples}\niterations = {iterations}\n"
+        f"warmup = {warmup}\nidle_s = {idle_s}\n"
+    )
 
 
 def main() -> int:
@@ -50,7 +48,7 @@ def main() -> int:
     calib, _ = build_text_sets(Path(args.cache))
     work = Path(tempfile.mkdtemp(prefix="edgeq-sweep-bench-"))
     grid = work / "sweep.toml"
-    grid.write_text(GRID.format(samples=args.samples))
+    grid.write_text(grid_toml(samples=args.samples))
     times: dict[str, float] = {}
     try:
         for label, serial, out in (("serial", True, work / "serial"), ("ray (2 CPUs)", False, work / "ray"),

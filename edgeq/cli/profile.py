@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -39,22 +39,24 @@ def profile_command(
 
     choice(energy, ("auto", "none"), "--energy")
     refuse_outputs_over_inputs({"-o": output, "--json": json_path}, path)
-    options: dict[str, Any] = {"warmup": warmup, "iterations": iterations, "duration_s": duration, "batch": batch,
-               "energy": energy, "idle_s": idle, "threads": threads, "backend": backend}
+    from edgeq.profile import BenchOptions
+
+    options = BenchOptions(warmup=warmup, iterations=iterations, duration_s=duration, batch=batch,
+                           energy=energy, idle_s=idle, threads=threads, backend=backend)
     if board is not None:
         from edgeq.fleet.inventory import resolve_board
         from edgeq.fleet.remote import profile_on_board
         from edgeq.profile import bundle_target
 
         chosen = resolve_board(board, boards, default_target=bundle_target(path))
-        result = profile_on_board(path, chosen, on_line=lambda line: typer.echo(line, err=True), **options)
+        result = profile_on_board(path, chosen, options, on_line=lambda line: typer.echo(line, err=True))
         target = target or f"{result.get('target') or chosen.target} on board {chosen.name}"
     elif boards is not None:
         from edgeq.errors import ConfigError
 
         raise ConfigError("--boards: name the board to run on with --board NAME")
     else:
-        result = profile(path, **options)
+        result = profile(path, options)
     latency = result["latency_ms"]
     typer.echo(
         f"latency p50 {latency['p50']:.3f} ms, p99 {latency['p99']:.3f} ms, "

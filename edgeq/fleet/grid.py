@@ -19,17 +19,12 @@ refused with the grid table's number before anything runs.
 from __future__ import annotations
 
 import itertools
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeq.errors import ConfigError, EdgeqError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgeq.serialization import load_toml
 
 OPTIONS = {"samples": int, "batch_size": int, "iterations": int, "warmup": int, "idle_s": float, "energy": str}
 
@@ -90,12 +85,7 @@ def expand(tables: list[dict[str, Any]], source: str) -> list[Any]:
 
 def load_grid(path: str | Path) -> SweepGrid:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--grid {path}: file not found")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    doc = load_toml(path, f"--grid {path}: file not found")
     if doc.get("schema_version", 1) != 1:
         raise ConfigError(f"{path}: schema_version {doc.get('schema_version')!r}; this edgeq reads 1")
     extra = sorted(set(doc) - {"schema_version", "grid", "options"})

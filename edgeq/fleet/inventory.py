@@ -22,19 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgeq.errors import ConfigError
-from edgeq.serialization import Serializable
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgeq.serialization import Serializable, load_toml
 
 SCHEMA_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -188,14 +182,7 @@ def board_from_dict(table: Any, source: str) -> Board:
 def load_boards(path: str | Path) -> Inventory:
     """Read and check ``boards.toml``."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--boards {path}: file not found")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    doc = load_toml(path, f"--boards {path}: file not found")
     _refuse_secrets(doc, str(path))
     version = doc.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:

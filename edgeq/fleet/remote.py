@@ -16,47 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import BoardError, ConfigError, ModelLoadError
+from edgeq.errors import BoardError, ModelLoadError
 from edgeq.fleet.inventory import Board
-from edgeq.profile import ENERGY_MODES, bundle_target
-
-
-def bench_arguments(
-    *,
-    warmup: int | None,
-    iterations: int | None,
-    duration_s: float | None,
-    batch: int | None,
-    energy: str,
-    idle_s: float | None,
-    threads: int | None,
-    backend: str,
-) -> list[str]:
-    """``edgeq-run bench`` options for the profile options (None: the runtime's default)."""
-    if energy not in ENERGY_MODES:
-        raise ConfigError(f"--energy: unknown value {energy!r}; expected one of {', '.join(ENERGY_MODES)}")
-    if iterations is not None and duration_s is not None:
-        raise ConfigError("--iterations and --duration are alternatives; give one of them")
-    args = ["--energy", energy, "--backend", backend]
-    for option, value in (("--warmup", warmup), ("--iterations", iterations), ("--duration", duration_s),
-                          ("--batch", batch), ("--idle", idle_s), ("--threads", threads)):
-        if value is not None:
-            args += [option, str(value)]
-    return args
+from edgeq.profile import BenchOptions, bundle_target
 
 
 def profile_on_board(
     bundle: str | Path,
     board: Board,
-    *,
-    warmup: int | None = None,
-    iterations: int | None = None,
-    duration_s: float | None = None,
-    batch: int | None = None,
-    energy: str = "auto",
-    idle_s: float | None = None,
-    threads: int | None = None,
-    backend: str = "auto",
+    options: BenchOptions | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Benchmark a bundle folder on ``board``; the runtime's result dict, naming the board.
@@ -70,8 +38,7 @@ def profile_on_board(
     bundle = Path(bundle)
     if not (bundle / "manifest.json").is_file():
         raise ModelLoadError(f"{bundle}: not a bundle folder (no manifest.json); remote profiles run bundles from edgeq export")
-    options = bench_arguments(warmup=warmup, iterations=iterations, duration_s=duration_s, batch=batch,
-                              energy=energy, idle_s=idle_s, threads=threads, backend=backend)
+    arguments = (options or BenchOptions()).run_arguments()
     say = on_line or (lambda line: None)
     with BoardConnection(board) as conn:
         say(f"{board.name}: connected to {board.address}")
@@ -82,7 +49,7 @@ def profile_on_board(
         remote_json = f"{results}/{uuid.uuid4().hex}.json"
         command = " ".join(shlex.quote(a) for a in [
             f"{venv}/bin/edgeq-run", "bench", copied.remote_path, "--json", remote_json,
-            "--power-root", board.sysfs_root, *options,
+            "--power-root", board.sysfs_root, *arguments,
         ])
         conn.run(f"mkdir -p {shlex.quote(results)}", what="creating the results folder")
         say(f"{board.name}: running edgeq-run bench")

@@ -129,6 +129,7 @@ def profile_job(record: dict[str, Any], board: Board, options: ProfileOptions, c
     """Export one quantized model for ``board``'s target and profile it there (a lost board: one retry)."""
     from edgeq.export import export_bundle
     from edgeq.fleet.remote import profile_on_board
+    from edgeq.profile import BenchOptions
 
     pkey = _digest(record["key"], board.ssh, board.target, board.sysfs_root, json.dumps(options.__dict__, sort_keys=True))
     path = Path(cache) / "profiles" / f"{pkey}.json"
@@ -143,8 +144,9 @@ def profile_job(record: dict[str, Any], board: Board, options: ProfileOptions, c
         return {**base, "error": f"export for {board.target}: {exc}", "cached": False}
     for attempt in (1, 2):
         try:
-            result = profile_on_board(bundle, board, warmup=options.warmup, iterations=options.iterations,
-                                      idle_s=options.idle_s, energy=options.energy)
+            bench = BenchOptions(warmup=options.warmup, iterations=options.iterations, idle_s=options.idle_s,
+                                 energy=options.energy)
+            result = profile_on_board(bundle, board, bench)
             break
         except BoardLostError as exc:
             if attempt == 2:

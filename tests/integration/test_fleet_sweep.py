@@ -13,23 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.sweep import grid_toml
 from tests.integration.sshd_boards import board_toml, keygen, require_sshd, start_board
 from tests.runtime import sysfs_boards
 
 pytest.importorskip("ray", reason="the fleet extra is not installed (pip install 'edgeq[fleet]')")
 ROOT = Path(__file__).resolve().parents[2]
-GRID = """
-[[grid]]
-scheme = "weight_only"
-weights = ["int4", "int8"]
-block_size = [32, 64, 128, 256]
-
-[options]
-samples = 8
-iterations = 20
-warmup = 2
-idle_s = 0.2
-"""
+GRID = grid_toml(samples=8, iterations=20, warmup=2, idle_s=0.2)
 
 
 def _sweep(argv: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -97,7 +87,7 @@ def test_sweep_profiles_every_result_on_a_board(minilm_model: Path, text_sets: t
         boards = tmp_path / "boards.toml"
         boards.write_text(board_toml(board, key, known, "x86-cpu", tmp_path / "rt"))
         grid = tmp_path / "sweep.toml"
-        grid.write_text(GRID.replace("[32, 64, 128, 256]", "[128]"))
+        grid.write_text(grid_toml(samples=8, iterations=20, warmup=2, idle_s=0.2, blocks=(128,)))
         out = tmp_path / "sweep"
         proc = _sweep([str(minilm_model), "--grid", str(grid), "--data", str(text_sets[0]), "-o", str(out),
                        "--num-cpus", "2", "--boards", str(boards), "--max-latency", "1s"], tmp_path)

@@ -196,7 +196,7 @@ def test_a_lost_board_is_retried_once_then_recorded(tmp_path: Path, monkeypatch:
     board = Board(name="orin", ssh="ssh://u@h:22", target="x86-cpu")
     calls: list[str] = []
 
-    def flaky(bundle: Path, board: Board, **options: object) -> dict:
+    def flaky(bundle: Path, board: Board, options: object = None) -> dict:
         calls.append(str(bundle))
         if len(calls) in (1, 3, 4):
             raise BoardLostError("board orin: connection lost during the benchmark")
