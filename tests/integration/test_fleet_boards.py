@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from edgeq.cli import main
-from tests.integration.sshd_boards import board_toml, keygen, require_sshd, start_board
+from tests.integration.sshd_boards import board_toml, free_port, keygen, require_sshd, start_board
 from tests.integration.test_report_profile import _mlp
 from tests.runtime import sysfs_boards
 
@@ -153,6 +153,21 @@ def test_board_given_as_an_ssh_url(lab: Lab, capsys: pytest.CaptureFixture[str])
     section = json.loads(out.read_text())["_data"]["sections"][0]
     assert section["benchmark"]["device"]["board"] == f"127.0.0.1-{lab.nano.port}"
     assert "POM_5V_IN" in section["benchmark"]["energy"]["source"]
+
+
+def test_a_board_behind_a_jump_host(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """The nano reached through the orin (an SSH direct-tcpip channel), both host keys checked."""
+    jump = f"ssh://{getpass.getuser()}@127.0.0.1:{lab.orin.port}"
+    boards = lab.tmp / "boards-jump.toml"
+    boards.write_text(board_toml(lab.nano, lab.key, lab.known_hosts, "x86-cpu", lab.tmp / "rt-nano") + f'jump = "{jump}"\n')
+    assert main(["boards", "check", str(boards), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)[0]["_data"]
+    assert status["error"] is None and status["l4t"] == "32.7.1"  # the nano's own fixture tree answered
+    closed = free_port()  # the same board behind a jump host that is down: the jump is really taken
+    boards.write_text(board_toml(lab.nano, lab.key, lab.known_hosts, "x86-cpu", lab.tmp / "rt-nano")
+                      + f'jump = "ssh://{getpass.getuser()}@127.0.0.1:{closed}"\n')
+    assert main(["boards", "check", str(boards)]) == 2
+    assert f"nano: unreachable: board nano (127.0.0.1:{closed}): connection refused" in capsys.readouterr().out
 
 
 def test_wrong_host_key_is_one_line(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
