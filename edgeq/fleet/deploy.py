@@ -84,9 +84,7 @@ def remote_call(conn: BoardConnection, script: str, *args: str, what: str, env: 
             f"board {conn.board.label()}: no Python at {conn.board.python!r} (set python = ... in boards.toml)"
         )
     if done.status != 0:
-        message = done.last_error()
-        message = message[len("error: "):] if message.startswith("error: ") else message
-        raise BoardError(f"board {conn.board.label()}: {what} failed: {message}")
+        raise BoardError(f"board {conn.board.label()}: {what} failed: {done.last_error()}")
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     try:
         parsed = json.loads(lines[-1])

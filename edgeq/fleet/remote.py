@@ -56,9 +56,7 @@ def profile_on_board(
         done = conn.run(command, on_line=lambda line: say(f"{board.name}| {line}"), what="the benchmark")
         try:
             if done.status != 0:
-                message = done.last_error()
-                message = message[len("error: "):] if message.startswith("error: ") else message
-                raise BoardError(f"board {board.label()}: edgeq-run bench failed: {message}")
+                raise BoardError(f"board {board.label()}: edgeq-run bench failed: {done.last_error()}")
             raw = conn.read_bytes(remote_json)
         finally:
             conn.run(f"rm -f {shlex.quote(remote_json)}", what="removing the remote result")

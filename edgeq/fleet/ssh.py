@@ -42,8 +42,10 @@ class Completed:
     stderr: str
 
     def last_error(self) -> str:
+        """The last line on stderr without its ``error:`` prefix (the board's own one-line error)."""
         lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit status {self.status}"
+        last = lines[-1] if lines else f"exit status {self.status}"
+        return last[len("error: "):] if last.startswith("error: ") else last
 
 
 class BoardConnection:
