@@ -8,6 +8,7 @@ import typer
 
 from edgeq.cli import app
 from edgeq.cli._common import echo_json
+from edgeq.errors import BoardError
 
 boards_app = typer.Typer(help="Boards reached over SSH (boards.toml).", no_args_is_help=True)
 app.add_typer(boards_app, name="boards")
@@ -27,5 +28,6 @@ def check_command(
         echo_json([s.to_dict() for s in statuses])
     else:
         typer.echo(format_status_table(statuses))
-    if any(s.error for s in statuses):
-        raise typer.Exit(2)
+    down = [s.name for s in statuses if s.error]
+    if down:
+        raise BoardError(f"{inventory}: {len(down)} of {len(statuses)} board(s) unreachable: {', '.join(down)}")
