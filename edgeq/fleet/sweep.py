@@ -142,6 +142,7 @@ def profile_job(record: dict[str, Any], board: Board, options: ProfileOptions, c
             export_bundle(record["model"], board.target, output=bundle, progress=False, force=True)
     except EdgeqError as exc:
         return {**base, "error": f"export for {board.target}: {exc}", "cached": False}
+    started = time.time()
     for attempt in (1, 2):
         try:
             bench = BenchOptions(warmup=options.warmup, iterations=options.iterations, idle_s=options.idle_s,
@@ -158,7 +159,7 @@ def profile_job(record: dict[str, Any], board: Board, options: ProfileOptions, c
         **base, "latency_ms": result["latency_ms"]["p50"], "latency_p99_ms": result["latency_ms"]["p99"],
         "energy_mj": energy.get("energy_per_inference_mj") if energy.get("available") else None,
         "energy_reason": None if energy.get("available") else energy.get("reason"),
-        "iterations": result["iterations"], "attempts": attempt,
+        "iterations": result["iterations"], "attempts": attempt, "started": started, "finished": time.time(),
     }
     atomic_write_text(path, json.dumps(out, indent=1, allow_nan=False) + "\n")
     return {**out, "cached": False}

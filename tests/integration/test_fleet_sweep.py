@@ -98,6 +98,8 @@ def test_sweep_profiles_every_result_on_a_board(minilm_model: Path, text_sets: t
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["board"] for r in rows] == ["orin", "orin"] and all("error" not in r for r in rows), rows
     assert all(r["latency_ms"] > 0 and r["energy_mj"] > 0 for r in rows)  # the board's INA3221 fixture
+    spans = sorted((p["started"], p["finished"]) for p in map(json.loads, map(Path.read_text, (out / "cache" / "profiles").glob("*.json"))))
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0]  # never two runs on the board at once
     assert sum(r["pick"] for r in rows) == 1 and "pick for board orin" in log
     page = (out / "report.html").read_text()
     assert "Board orin (x86-cpu)" in page and "accuracy × size × latency × energy" in page
