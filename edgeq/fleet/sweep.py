@@ -238,11 +238,12 @@ def _ray(jobs: list[Job], boards: list[Board], options: ProfileOptions, say: Say
                               f"ray start --resources '{json.dumps({m: 1 for m in missing})}'")
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=resources, **settings)
+    waiting: dict[Any, Job] = {}
+    profiling: dict[Any, str] = {}
     try:
         quantize = ray.remote(num_cpus=1, max_retries=0)(run_job)
         measure = ray.remote(num_cpus=0, max_retries=0)(profile_job)
-        waiting = {quantize.remote(job): job for job in jobs}
-        profiling: dict[Any, str] = {}
+        waiting.update({quantize.remote(job): job for job in jobs})
         records, profiles = [], []
         while waiting or profiling:
             done, _ = ray.wait(list(waiting) + list(profiling), num_returns=1)
@@ -260,6 +261,14 @@ def _ray(jobs: list[Job], boards: list[Board], options: ProfileOptions, say: Say
                 profiles.append(ray.get(ref))
                 say(profile_line(profiles[-1], name))
         return records, profiles
+    except KeyboardInterrupt:
+        # Cancelling raises KeyboardInterrupt inside each running task, so a profile stops its
+        # remote edgeq-run (BoardConnection.run) before the workers go away.
+        for ref in [*waiting, *profiling]:
+            ray.cancel(ref)
+        if profiling:
+            ray.wait(list(profiling), num_returns=len(profiling), timeout=15)
+        raise
     finally:
         ray.shutdown()
 
