@@ -46,11 +46,12 @@ def _plots(pid: str, rows: list[dict[str, Any]], metric: str) -> str:
 def _section(pid: str, board: str | None, rows: list[dict[str, Any]], constraints: Constraints) -> str:
     measured = [r for r in rows if r.get("pareto") is not None and "error" not in r and r.get("accuracy") is not None]
     metric = next((r["accuracy_metric"] for r in measured if r.get("accuracy_metric")), "cosine")
+    label = METRICS[metric].label if metric in METRICS else metric
     axes = axes_for([r for r in measured if board is None or r.get("latency_ms") is not None])
     chosen = next((r for r in rows if r.get("pick")), None)
     title = f"Board {board} ({rows[0].get('target')})" if board else "No board: accuracy and size only"
     if chosen is not None:
-        verdict = (f"Recommended under {constraints.describe()}: <b>{esc(chosen['name'])}</b> — {esc(metric)} "
+        verdict = (f"Recommended under {esc(constraints.describe())}: <b>{esc(chosen['name'])}</b> — {esc(label)} "
                    f"{chosen['accuracy']:.5f}, {chosen['file_bytes'] / 1e6:.2f} MB")
         if chosen.get("latency_ms") is not None:
             verdict += f", p50 {chosen['latency_ms']:.3f} ms"
@@ -58,7 +59,7 @@ def _section(pid: str, board: str | None, rows: list[dict[str, Any]], constraint
             verdict += f", {chosen['energy_mj']:.3f} mJ/inference"
     else:
         verdict = f"Nothing measured here meets {esc(constraints.describe())}."
-    head = ("model", metric, "size (MB)", "latency p50 (ms)", "energy (mJ)", "Pareto", "pick", "note")
+    head = ("model", label, "size (MB)", "latency p50 (ms)", "energy (mJ)", "Pareto", "pick", "note")
     body = []
     for r in rows:
         note = r.get("error") or (f"energy: {r['energy_reason']}" if r.get("energy_reason") else "")
