@@ -50,12 +50,14 @@ def main() -> int:
     grid = work / "sweep.toml"
     grid.write_text(grid_toml(samples=args.samples))
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     try:
         for label, serial, out in (("serial", True, work / "serial"), ("ray (2 CPUs)", False, work / "ray"),
                                    ("rerun (cache)", False, work / "ray")):
             start = time.perf_counter()
             result = run_sweep(model, grid, calib, out, args.boards, serial=serial, num_cpus=2)
             times[label] = time.perf_counter() - start
+            cpu[label] = sum(r.get("cpu_s", 0.0) for r in result.jobs if not r.get("cached"))
             print(f"{label:<14} {times[label]:8.1f} s  ({result.executor}, {len(result.rows)} rows)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -69,6 +71,8 @@ def main() -> int:
     print()
     print(f"{'PASS' if ray_ratio <= 0.65 else 'FAIL'}: Ray / serial = {ray_ratio:.3f} (target <= 0.65)")
     print(f"{'PASS' if rerun_ratio < 0.05 else 'FAIL'}: rerun / first run = {rerun_ratio:.4f} (target < 0.05)")
+    print(f"CPU seconds of the jobs themselves: serial {cpu['serial']:.1f}, ray {cpu['ray (2 CPUs)']:.1f} "
+          f"(serial used {cpu['serial'] / times['serial']:.2f} cores on average)")
     print(f"load average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     return 0
 

@@ -94,7 +94,7 @@ def run_job(job: Job) -> dict[str, Any]:
     from edgeq.report.analysis import headline_metric
 
     base = {"key": job.key, "name": job.name, "config": job.config.to_dict()}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         with atomic_directory(job.entry) as tmp:
             quantized = tmp / "model.onnx"
@@ -110,6 +110,7 @@ def run_job(job: Job) -> dict[str, Any]:
                 **base, "model": str(job.entry / "model.onnx"), "file_bytes": variant["file_bytes"],
                 "accuracy_metric": metric, "accuracy": variant["metrics"][metric], "metrics": variant["metrics"],
                 "samples": data["samples"], "quantize_s": quantize_s, "seconds": time.perf_counter() - started,
+                "cpu_s": time.process_time() - cpu,  # every thread of the process that ran the job
             }
             atomic_write_text(tmp / "job.json", json.dumps(record, indent=1, allow_nan=False) + "\n")
     except EdgeqError as exc:
