@@ -41,3 +41,11 @@ class MissingDependencyError(EdgeqError):
             f"{purpose} needs the '{package}' package, which is not installed; "
             f"install it with: pip install 'edgeq[{extra}]'"
         )
+
+
+class BoardError(EdgeqError):
+    """A board over SSH cannot be reached, refused the login, or cannot run what was asked."""
+
+
+class BoardLostError(BoardError):
+    """The connection to a board dropped while a command was running on it."""

@@ -8,6 +8,7 @@ the session, forwards the options and turns the runtime's user errors into ``Edg
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from edgeq.frontends.resolve import resolve_model
 ENERGY_MODES = ("auto", "none")
 
 
-def _bundle_target(path: Path) -> str | None:
+def bundle_target(path: Path) -> str | None:
     """The target name recorded in a bundle's manifest, if there is one to read."""
     manifest = path / "manifest.json" if path.is_dir() else None
     if manifest is None or not manifest.is_file():
@@ -31,35 +32,53 @@ def _bundle_target(path: Path) -> str | None:
     return str(target) if target else None
 
 
-def profile(
-    path: str | Path,
-    *,
-    warmup: int | None = None,
-    iterations: int | None = None,
-    duration_s: float | None = None,
-    batch: int | None = None,
-    energy: str = "auto",
-    idle_s: float | None = None,
-    threads: int | None = None,
-    backend: str = "auto",
-) -> dict[str, Any]:
-    """Benchmark ``path`` (a bundle folder or an ``.onnx`` file) and return the result dict.
+@dataclass(frozen=True)
+class BenchOptions:
+    """How to benchmark, checked once for a local or a remote (``--board``) profile.
 
     ``iterations`` and ``duration_s`` are alternatives: a fixed count, or as many iterations as
     fit in that many seconds. ``energy="auto"`` measures power when the machine has a readable
     sensor and records why not otherwise; ``idle_s`` seconds of idle power are recorded first so
-    energy above idle can be reported. Options left as None take the runtime's defaults. The
-    dict carries ``target`` (the bundle's target name) when the manifest names one.
+    energy above idle can be reported. None takes the runtime's default.
     """
+
+    warmup: int | None = None
+    iterations: int | None = None
+    duration_s: float | None = None
+    batch: int | None = None
+    energy: str = "auto"
+    idle_s: float | None = None
+    threads: int | None = None
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.energy not in ENERGY_MODES:
+            raise ConfigError(f"--energy: unknown value {self.energy!r}; expected one of {', '.join(ENERGY_MODES)}")
+        if self.iterations is not None and self.duration_s is not None:
+            raise ConfigError("--iterations and --duration are alternatives; give one of them")
+        if self.batch is not None and self.batch < 1:
+            raise ConfigError(f"--batch: must be 1 or more, got {self.batch}")
+
+    def run_arguments(self) -> list[str]:
+        """The same options as ``edgeq-run bench`` arguments."""
+        args = ["--energy", self.energy, "--backend", self.backend]
+        for option, value in (("--warmup", self.warmup), ("--iterations", self.iterations), ("--duration", self.duration_s),
+                              ("--batch", self.batch), ("--idle", self.idle_s), ("--threads", self.threads)):
+            if value is not None:
+                args += [option, str(value)]
+        return args
+
+
+def profile(path: str | Path, options: BenchOptions | None = None, **fields: Any) -> dict[str, Any]:
+    """Benchmark ``path`` (a bundle folder or an ``.onnx`` file) and return the result dict.
+
+    ``options`` (or its fields as keywords: ``iterations=50, energy="none"``) say how; the dict
+    carries ``target`` (the bundle's target name) when the manifest names one.
+    """
+    opts = options or BenchOptions(**fields)
     path = resolve_model(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such bundle folder or ONNX file")
-    if energy not in ENERGY_MODES:
-        raise ConfigError(f"--energy: unknown value {energy!r}; expected one of {', '.join(ENERGY_MODES)}")
-    if iterations is not None and duration_s is not None:
-        raise ConfigError("--iterations and --duration are alternatives; give one of them")
-    if batch is not None and batch < 1:
-        raise ConfigError(f"--batch: must be 1 or more, got {batch}")
 
     try:
         from edgeq_runtime.bench import benchmark
@@ -68,16 +87,16 @@ def profile(
     except ImportError as exc:  # pragma: no cover - edgeq depends on edgeq-runtime
         raise MissingDependencyError("edgeq-runtime", "runtime", "edgeq profile") from exc
 
-    options: dict[str, Any] = {"energy": energy, "batch": batch}
-    for name, value in (("warmup", warmup), ("duration", duration_s), ("idle_s", idle_s)):
+    run: dict[str, Any] = {"energy": opts.energy, "batch": opts.batch}
+    for name, value in (("warmup", opts.warmup), ("duration", opts.duration_s), ("idle_s", opts.idle_s)):
         if value is not None:
-            options[name] = value
-    if iterations is not None or duration_s is None:
-        options["iterations"] = iterations
+            run[name] = value
+    if opts.iterations is not None or opts.duration_s is None:
+        run["iterations"] = opts.iterations
     try:
-        session = Session(path, backend=backend, threads=threads)
+        session = Session(path, backend=opts.backend, threads=opts.threads)
         try:
-            result = benchmark(session, **options)
+            result = benchmark(session, **run)
         finally:
             close = getattr(session, "close", None)
             if callable(close):
@@ -85,7 +104,7 @@ def profile(
     except BundleError as exc:
         raise EdgeqError(str(exc)) from None
     data: dict[str, Any] = result.to_dict()
-    target = _bundle_target(path)
+    target = bundle_target(path)
     if target and not data.get("target"):
         data["target"] = target
     return data

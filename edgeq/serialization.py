@@ -10,10 +10,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from edgeq.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 T = TypeVar("T", bound="Serializable")
 
@@ -105,3 +111,20 @@ class Serializable:
         from edgeq.fileio import atomic_write_text
 
         return atomic_write_text(path, self.to_json() + "\n")
+
+
+def load_toml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
+    """A TOML file as a dict (the one TOML reader: target profiles, data recipes, boards, sweep grids).
+
+    ``missing`` is the message for a file that does not exist (None: the read error says it);
+    unreadable or invalid TOML is one ``ConfigError`` naming the file.
+    """
+    path = Path(path)
+    if missing is not None and not path.is_file():
+        raise ConfigError(missing)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None

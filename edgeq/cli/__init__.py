@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 # Order in which commands appear in --help; modules not listed come after, alphabetically.
-COMMAND_ORDER = ["calibrate", "quantize", "export", "profile", "compare", "targets", "inspect"]
+COMMAND_ORDER = ["calibrate", "quantize", "export", "profile", "compare", "sweep", "boards", "targets", "inspect"]
 
 
 def _version_callback(value: bool) -> None:

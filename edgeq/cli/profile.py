@@ -27,6 +27,10 @@ def profile_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for onnxruntime."),
     backend: str = typer.Option("auto", "--backend", help="auto, ort or tensorrt."),
     target: Optional[str] = typer.Option(None, "--target", help="Board name to show in the report header."),
+    board: Optional[str] = typer.Option(
+        None, "--board", help="Run on this board over SSH: a name from --boards, or ssh://user@host:port[?key_file=...]."
+    ),
+    boards: Optional[Path] = typer.Option(None, "--boards", help="The boards.toml inventory --board names come from."),
 ) -> None:
     """Measure latency (and energy where the board has a power sensor) and write a report."""
     from edgeq.frontends.resolve import refuse_outputs_over_inputs
@@ -35,17 +39,24 @@ def profile_command(
 
     choice(energy, ("auto", "none"), "--energy")
     refuse_outputs_over_inputs({"-o": output, "--json": json_path}, path)
-    result = profile(
-        path,
-        warmup=warmup,
-        iterations=iterations,
-        duration_s=duration,
-        batch=batch,
-        energy=energy,
-        idle_s=idle,
-        threads=threads,
-        backend=backend,
-    )
+    from edgeq.profile import BenchOptions
+
+    options = BenchOptions(warmup=warmup, iterations=iterations, duration_s=duration, batch=batch,
+                           energy=energy, idle_s=idle, threads=threads, backend=backend)
+    if board is not None:
+        from edgeq.fleet.inventory import resolve_board
+        from edgeq.fleet.remote import profile_on_board
+        from edgeq.profile import bundle_target
+
+        chosen = resolve_board(board, boards, default_target=bundle_target(path))
+        result = profile_on_board(path, chosen, options, on_line=lambda line: typer.echo(line, err=True))
+        target = target or f"{result.get('target') or chosen.target} on board {chosen.name}"
+    elif boards is not None:
+        from edgeq.errors import ConfigError
+
+        raise ConfigError("--boards: name the board to run on with --board NAME")
+    else:
+        result = profile(path, options)
     latency = result["latency_ms"]
     typer.echo(
         f"latency p50 {latency['p50']:.3f} ms, p99 {latency['p99']:.3f} ms, "

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,7 @@ import numpy as np
 from edgeq.data.arrays import MappedRows, MemoryArray, RowArray, open_npy, open_npz
 from edgeq.data.source import InputSpec
 from edgeq.errors import ConfigError, DataError, MissingDependencyError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgeq.serialization import load_toml
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif")
 TEXT_SUFFIXES = (".txt", ".jsonl")
@@ -101,12 +96,7 @@ def _take(table: dict[str, Any], cls: type, recipe_path: Path, section: str) -> 
 
 def read_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    doc = load_toml(path)
     kind = doc.get("kind")
     if kind not in ("image", "text"):
         raise ConfigError(f"{path}: kind = {kind!r}; expected \"image\" or \"text\"")

@@ -45,18 +45,29 @@ def headline_metric(compare: dict[str, Any]) -> str:
     return "cosine"
 
 
+def nondominated(costs: Sequence[Sequence[float]]) -> list[bool]:
+    """Which cost vectors no other one beats: lower-or-equal on every axis, lower on one.
+
+    Every axis is a cost (lower is better; negate an accuracy). Identical points do not dominate
+    each other. Used for the report's 2-D fronts and the sweep's accuracy × size × latency × energy.
+    """
+    flags = []
+    for i, ci in enumerate(costs):
+        dominated = any(
+            all(a <= b for a, b in zip(cj, ci, strict=True)) and any(a < b for a, b in zip(cj, ci, strict=True))
+            for j, cj in enumerate(costs)
+            if j != i
+        )
+        flags.append(not dominated)
+    return flags
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     """Which points no other point beats: lower-or-equal x and higher-or-equal y, one strictly.
 
     x is a cost (bytes, milliseconds), y an accuracy. Identical points do not dominate each other.
     """
-    flags = []
-    for i, (xi, yi) in enumerate(points):
-        dominated = any(
-            xj <= xi and yj >= yi and (xj < xi or yj > yi) for j, (xj, yj) in enumerate(points) if j != i
-        )
-        flags.append(not dominated)
-    return flags
+    return nondominated([(x, -y) for x, y in points])
 
 
 def compare_points(

@@ -6,17 +6,12 @@ not code: a new board is a new file), two levels above this package.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from edgeq.errors import ConfigError
+from edgeq.serialization import load_toml
 from edgeq.targets.profile import TargetProfile
 from edgeq.targets.schema import profile_from_dict
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 # edgeq/targets/loading.py -> parents[2] is the repository (or install) root holding targets/.
 TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
@@ -24,15 +19,7 @@ TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
 
 def load_target_file(path: str | Path) -> TargetProfile:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: target profile not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read target profile ({exc})") from None
-    return profile_from_dict(data, str(path))
+    return profile_from_dict(load_toml(path, f"{path}: target profile not found"), str(path))
 
 
 def list_targets(directory: str | Path | None = None) -> list[TargetProfile]:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from edgeq.targets.facts import parse_version, parser_max_opset
 from edgeq.targets.profile import PRECISION_KEYS, TargetProfile
 
 _SHORT = {"fp16": "fp16", "int8": "int8", "int8_weight_only": "w8", "int4_weight_only": "w4",
           "int2_weight_only": "w2", "nf4_weight_only": "nf4", "fp4_weight_only": "wfp4", "fp8": "fp8", "fp4": "fp4"}
+
+
+def text_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as aligned lines (the first row is the header); shared by the board tables."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def format_targets_table(profiles: list[TargetProfile]) -> str:
@@ -21,8 +29,7 @@ def format_targets_table(profiles: list[TargetProfile]) -> str:
         memory = "/".join(f"{g:g}" for g in p.memory.sizes_gb) + " GB" if p.memory.sizes_gb else "-"
         dla = str(p.dla.cores) + ("?" if "dla.cores" in p.unverified else "")
         rows.append((p.name, gpu, trt or p.backend, precisions, dla, memory))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = text_table(rows)
     lines.append("w4/w2/w8 = int4/int2/int8 weight-only; ? = unverified; `edgeq targets NAME` for details")
     return "\n".join(lines)
 

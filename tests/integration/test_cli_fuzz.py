@@ -35,6 +35,8 @@ BASE = {
     "profile": ["{model}", "--iterations", "2", "--idle", "0", "--energy", "none"],
     "quantize": ["{model}", "-o", "q.onnx", "--quiet"],
     "targets": [],
+    "boards": ["check", "{text}"],
+    "sweep": ["{model}", "--grid", "{text}", "--data", "{data}", "-o", "sweep", "--serial"],
 }
 
 

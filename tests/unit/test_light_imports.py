@@ -1,4 +1,4 @@
-"""Importing the toolkit or the runtime must not load torch or tensorrt (in a fresh process)."""
+"""Importing the toolkit or the runtime must not load torch, tensorrt, paramiko or ray (in a fresh process)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ mods = [{package}]
 if {walk}:
     for m in pkgutil.walk_packages({package}.__path__, prefix="{package}."):
         importlib.import_module(m.name)
-heavy = sorted(m for m in ("torch", "tensorrt", "pynvml", "edgeq") if m in sys.modules and m != "{package}")
+heavy = sorted(m for m in ("torch", "tensorrt", "pynvml", "paramiko", "ray", "edgeq") if m in sys.modules and m != "{package}")
 print(",".join(heavy))
 """
 
@@ -24,7 +24,7 @@ print(",".join(heavy))
 def test_import_stays_light(package, walk):
     code = CHECK.format(package=package, walk=walk)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    forbidden = [m for m in out.split(",") if m and m in ("torch", "tensorrt", "pynvml")]
+    forbidden = [m for m in out.split(",") if m and m in ("torch", "tensorrt", "pynvml", "paramiko", "ray")]
     if package.startswith("edgeq_runtime"):
         forbidden += [m for m in out.split(",") if m == "edgeq"]
     assert forbidden == [], f"import {package} loaded {forbidden}"
