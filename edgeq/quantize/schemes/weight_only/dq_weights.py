@@ -51,6 +51,8 @@ TOP_LEVEL_OPS = ("Conv", "ConvTranspose", *RECURRENT_OPS)
 class DqOutcome:
     decisions: list[NodeDecision] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    bytes_before: int = 0  # the float sources rewritten
+    bytes_after: int = 0  # their codes, scales and zero points
 
 
 def refusal(config: WeightOnlyConfig) -> str | None:
@@ -62,9 +64,11 @@ def refusal(config: WeightOnlyConfig) -> str | None:
     return None
 
 
-def plan(model: onnx.ModelProto | ir.Model, config: WeightOnlyConfig) -> tuple[ir.Model, DqPlan]:
+def plan(
+    model: onnx.ModelProto | ir.Model, config: WeightOnlyConfig, top_level_ops: tuple[str, ...] = TOP_LEVEL_OPS
+) -> tuple[ir.Model, DqPlan]:
     ir_model = ir.serde.deserialize_model(model) if isinstance(model, onnx.ModelProto) else model
-    return ir_model, plan_dq_weights(ir_model, TOP_LEVEL_OPS, config.exclude)
+    return ir_model, plan_dq_weights(ir_model, top_level_ops, config.exclude)
 
 
 def _block(source: DqSource, config: WeightOnlyConfig) -> int:
@@ -73,11 +77,11 @@ def _block(source: DqSource, config: WeightOnlyConfig) -> int:
     return min(config.block_size, source.cols)
 
 
-def required_opset(model: onnx.ModelProto, config: WeightOnlyConfig) -> int:
+def required_opset(model: onnx.ModelProto, config: WeightOnlyConfig, top_level_ops: tuple[str, ...] = TOP_LEVEL_OPS) -> int:
     """The default-domain opset these DequantizeLinear nodes need (0 when there are none)."""
     if refusal(config) is not None:
         return 0
-    _, found = plan(model, config)
+    _, found = plan(model, config, top_level_ops)
     sources = found.sources
     if not sources:
         return 0
@@ -104,10 +108,13 @@ def _fresh_names(model: ir.Model) -> FreshNames:
     return FreshNames(taken)
 
 
-def quantize_dq_weights(model: onnx.ModelProto, config: WeightOnlyConfig) -> DqOutcome:
-    """Quantize every planned weight of ``model`` in place; the summary rows and notes for them."""
+def quantize_dq_weights(model: onnx.ModelProto, config: WeightOnlyConfig, top_level_ops: tuple[str, ...] = TOP_LEVEL_OPS) -> DqOutcome:
+    """Quantize every planned weight of ``model`` in place; the summary rows and notes for them.
+
+    ``top_level_ops``: the op types handled at the top level (inside subgraphs: all of them).
+    """
     outcome = DqOutcome()
-    ir_model, found = plan(model, config)
+    ir_model, found = plan(model, config, top_level_ops)
     why_not = refusal(config)
     for left in found.left:
         outcome.decisions.append(NodeDecision(left.name, left.op_type, False, reason=left.reason, weight=left.weight, subgraph=left.subgraph))
@@ -138,6 +145,8 @@ def quantize_dq_weights(model: onnx.ModelProto, config: WeightOnlyConfig) -> DqO
         prefix = names(_safe(source.name))
         emitted, _ = qdq.dequantize_weight(result.quantized, source.shape, source.axis, source.per_channel, prefix, dtype)
         rewrite_source(ir_model, source, emitted, names(f"{prefix}_dq"))
+        outcome.bytes_before += int(w.nbytes)
+        outcome.bytes_after += emitted.nbytes()
         kind = "asym" if result.quantized.zero_points is not None else "sym"
         layout = f"per-channel (axis {source.axis})" if source.per_channel else f"block{block} along axis {source.axis}"
         written[id(source)] = (f"{codec.name} {layout} {kind} {method}, DequantizeLinear", weight_sqnr_db(matrix, result))
