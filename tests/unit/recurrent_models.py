@@ -10,6 +10,7 @@ branches, reading outer-scope weights through ``Slice``/``Concat``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -26,10 +27,13 @@ def silero_path(name: str) -> Path | None:
     return path if path.exists() else None
 
 
-def crnn_onnx(
-    path: Path, rnn: str = "lstm", bidirectional: bool = True, classes: int = 37, height: int = 32, hidden: int = 128, seed: int = 0
-) -> onnx.ModelProto:
-    """Export a CRNN (3 convs with BatchNorm, 2-layer RNN of ``hidden`` units, linear, log-softmax over ``classes``) to ``path``."""
+def crnn_module(
+    rnn: str = "lstm", bidirectional: bool = True, classes: int = 37, height: int = 32, hidden: int = 128, seed: int = 0
+) -> Any:
+    """A CRNN (3 convs with BatchNorm, a 2-layer RNN of ``hidden`` units, linear, log-softmax over ``classes``).
+
+    Input ``[N, 1, height, W]``, output ``[W/2, N, classes]`` (time first, as CTC wants it).
+    """
     import torch
 
     torch.manual_seed(seed)
@@ -53,18 +57,35 @@ def crnn_onnx(
             out, _ = self.rnn(sequence)
             return self.fc(out).log_softmax(-1)  # [T, N, classes]
 
-    model = CRNN().eval()
-    with torch.no_grad():  # BatchNorm statistics that are not the identity
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
+    return CRNN()
+
+
+def export_crnn(module: Any, path: Path, height: int = 32) -> onnx.ModelProto:
+    """``torch.onnx.export`` (TorchScript exporter: real LSTM/GRU ops, a second to run) to ``path``."""
     import warnings
 
+    import torch
+
+    module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.randn(1, 1, height, 64),), str(path), dynamo=False, opset_version=17,
+            module, (torch.randn(1, 1, height, 64),), str(path), dynamo=False, opset_version=17,
             input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "batch", 3: "width"}, "logits": {0: "time", 1: "batch"}},
         )
     return onnx.load(str(path))
+
+
+def crnn_onnx(
+    path: Path, rnn: str = "lstm", bidirectional: bool = True, classes: int = 37, height: int = 32, hidden: int = 128, seed: int = 0
+) -> onnx.ModelProto:
+    """An untrained CRNN with BatchNorm statistics that are not the identity, exported to ``path``."""
+    import torch
+
+    module = crnn_module(rnn, bidirectional, classes, height, hidden, seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.2, 0.2)
+                layer.running_var.uniform_(0.5, 1.5)
+    return export_crnn(module, path, height)

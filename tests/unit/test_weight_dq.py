@@ -201,3 +201,24 @@ def test_every_node_in_the_summary_and_nothing_done_warns() -> None:
     assert warning.startswith("nothing was compressed") and "--weights int8 or int4" in warning
     excluded = quantize(model, WeightOnlyConfig(weights="int4", exclude="LSTM")).summary
     assert "excluded by --exclude" in excluded.nodes[0].reason and excluded.warnings
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A subgraph reading a tensor nothing defines, and sequence_lens whose batch the data contradicts."""
+    from edgeq.errors import EdgeqError
+    from edgeq.quantize.api import quantize_file
+    from edgeq.quantize.config import Int8Config
+
+    model = if_model()
+    then_branch = next(a.g for a in model.graph.node[0].attribute if a.name == "then_branch")
+    then_branch.node[0].input[1] = "W_missing"
+    onnx.save(model, str(tmp_path / "bad_if.onnx"))
+    with pytest.raises(EdgeqError, match="'then_matmul' \\(MatMul\\) reads 'W_missing', which no input, initializer or node defines"):
+        quantize_file(tmp_path / "bad_if.onnx", WeightOnlyConfig(weights="int8"), tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+    lstm = recurrent_model("LSTM", "forward", True, True, False)
+    onnx.save(lstm, str(tmp_path / "lstm.onnx"))
+    np.savez(tmp_path / "data.npz", X=RNG.standard_normal((5, 3, 40)).astype(np.float32), seq=np.array([5, 2], np.int32))
+    with pytest.raises(EdgeqError, match="input 'seq' has 2 samples but 'X' has 5"):
+        quantize_file(tmp_path / "lstm.onnx", Int8Config(), tmp_path / "out.onnx", data=tmp_path / "data.npz")
+    assert not (tmp_path / "out.onnx").exists()
