@@ -256,16 +256,25 @@ def strings(n: int, seed: int) -> list[str]:
 
 
 def train_crnn(path: Path, steps: int) -> None:
+    """Train (or go on training: ``<path>.pt`` keeps the weights and the steps done) and export to ``path``."""
     import torch
     from recurrent_models import crnn_module, export_crnn
 
     torch.set_num_threads(2)
     module = crnn_module(classes=len(DIGITS) + 1, hidden=128)
-    optimizer = torch.optim.Adam(module.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    checkpoint = path.with_suffix(".pt")
+    done = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        done = int(state["steps"])
     ctc = torch.nn.CTCLoss(blank=len(DIGITS), zero_infinity=True)
     t0 = time.perf_counter()
     batch = 16
-    for step in range(steps):
+    module.train()
+    for step in range(done, steps):
         texts = strings(batch, seed=10_000 + step)
         images = torch.from_numpy(render(texts, seed=step))
         targets = torch.tensor([DIGITS.index(c) for t in texts for c in t])
@@ -276,6 +285,7 @@ def train_crnn(path: Path, steps: int) -> None:
         optimizer.step()
         if step % 25 == 0:
             print(f"  step {step}: CTC loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    torch.save({"model": module.state_dict(), "optimizer": optimizer.state_dict(), "steps": max(done, steps)}, checkpoint)
     export_crnn(module, path)
 
 
@@ -305,11 +315,16 @@ def cer(hyps: list[str], refs: list[str]) -> float:
     return sum(edit_distance(h, r) for h, r in zip(hyps, refs, strict=True)) / max(1, sum(len(r) for r in refs))
 
 
-def crnn(work: Path, quick: bool) -> list[str]:
-    model = work / "crnn_fp32.onnx"
-    if not model.exists():
+def crnn(work: Path, quick: bool, steps: int = 0, untrained: bool = False) -> list[str]:
+    model = work / ("crnn_untrained.onnx" if untrained else "crnn_fp32.onnx")
+    if untrained:
+        from recurrent_models import crnn_onnx
+
+        print("\n== CRNN: untrained (random weights): CER measures fidelity to fp32's own decode only", flush=True)
+        crnn_onnx(model, classes=len(DIGITS) + 1, hidden=128)
+    elif not model.exists() or steps:
         print("\n== CRNN: training on rendered digit strings", flush=True)
-        train_crnn(model, 40 if quick else 120)  # a minute or two on 2 idle cores
+        train_crnn(model, steps or (60 if quick else 400))  # ~1 s a step on 2 idle cores
     truth = strings(100 if quick else 400, seed=1)
     images = render(truth, seed=999)
     calib = work / "crnn_calib.npz"
@@ -319,20 +334,23 @@ def crnn(work: Path, quick: bool) -> list[str]:
     calib_feeds = [{"image": x} for x in np.split(np.load(calib)["image"], 8)]
     paths["onnxruntime static QDQ"] = ort_static(model, calib_feeds, work / "crnn_ort_static.onnx")
     paths["onnxruntime dynamic"] = ort_dynamic(model, work / "crnn_ort_dynamic.onnx")
-    decoded = {}
+    decoded, frames = {}, {}
     for name, path in paths.items():
         s = session(path)
-        decoded[name] = [t for i in range(0, len(images), 50) for t in greedy_decode(s.run(None, {"image": images[i : i + 50]})[0])]
+        logits = [s.run(None, {"image": images[i : i + 50]})[0] for i in range(0, len(images), 50)]
+        decoded[name] = [t for part in logits for t in greedy_decode(part)]
+        frames[name] = np.concatenate([part.argmax(-1).T for part in logits])
     one = images[:1]
     latency = interleaved_latency(paths, lambda s: s.run(None, {"image": one}))
     folded = interleaved_latency(paths, lambda s: s.run(None, {"image": one}), fold=True)
     ref = decoded["fp32"]
     size0 = model.stat().st_size
-    print(f"\n{'model':<28}{'CER vs fp32':>12}{'CER truth':>11}{'size x':>9}{'ms':>9}{'x fp32':>8}{'folded ms':>11}")
+    print(f"\n{'model':<28}{'CER vs fp32':>12}{'CER truth':>11}{'frames %':>10}{'size x':>9}{'ms':>9}{'x fp32':>8}{'folded ms':>11}")
     rows = {}
     for name, path in paths.items():
         rows[name] = (cer(decoded[name], ref), path.stat().st_size / size0, latency[name])
-        print(f"{name:<28}{rows[name][0]:>12.4f}{cer(decoded[name], truth):>11.4f}{rows[name][1]:>9.3f}{latency[name]:>9.3f}"
+        agree = float(np.mean(frames[name] == frames["fp32"])) * 100
+        print(f"{name:<28}{rows[name][0]:>12.4f}{cer(decoded[name], truth):>11.4f}{agree:>10.2f}{rows[name][1]:>9.3f}{latency[name]:>9.3f}"
               f"{latency[name] / latency['fp32']:>8.2f}{folded[name]:>11.3f}")
     ort_cer, _, ort_ms = rows["onnxruntime static QDQ"]
     lines = []
@@ -350,19 +368,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=None, help="Keep the models here (default: a temporary folder).")
     parser.add_argument("--quick", action="store_true", help="Fewer streams, images and training steps.")
+    parser.add_argument("--only", choices=("silero", "crnn"), default=None, help="Run one of the two models.")
+    parser.add_argument("--train-steps", type=int, default=0, help="Train the CRNN to this many steps (resumes from --work).")
+    parser.add_argument("--untrained", action="store_true", help="Measure the CRNN with random weights (no training).")
     args = parser.parse_args()
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        if shutil.which("espeak-ng") is None:
+        if args.only == "crnn":
+            pass
+        elif shutil.which("espeak-ng") is None:
             lines.append("SKIP  silero-vad: espeak-ng is not installed (make espeak-ng)")
         else:
             try:
                 lines += silero(work, args.quick)
             except ImportError:
                 lines.append("SKIP  silero-vad: the silero-vad package is not installed (pip install silero-vad==6.2.3)")
-        lines += crnn(work, args.quick)
+        if args.only != "silero":
+            lines += crnn(work, args.quick, args.train_steps, args.untrained)
     print("\n" + "\n".join(lines))
 
 
