@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+from int8_graphs import run
 from onnx import helper, numpy_helper
+
+__all__ = ["count_ops", "reference_model", "run"]  # run: onnxruntime with every optimization, as deployed
 
 
 def dequantize(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int) -> np.ndarray:
@@ -67,15 +69,6 @@ def reference_model(quantized: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     model.CopyFrom(quantized)
     count = substitute(model.graph)
     return model, count
-
-
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], optimize: bool = True) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
 
 
 def count_ops(graph: onnx.GraphProto, op_type: str) -> int:
