@@ -23,21 +23,19 @@ import argparse
 import contextlib
 import io
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "unit"))  # the CRNN architecture the tests export
+sys.path.insert(0, str(ROOT / "tests" / "unit"))  # the CRNN and the speech helpers the tests use too
 
-SR = 16000
-CHUNK, CONTEXT = 512, 64
+from recurrent_models import CHUNK, SR, chunk_rows, synthesize  # noqa: E402
+
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
     "Please call Stella and ask her to bring these things with her from the store.",
@@ -59,16 +57,6 @@ def verdict(ok: bool, text: str) -> str:
 # --- speech -------------------------------------------------------------------------------
 
 
-def synthesize(text: str, voice: str, speed: int, path: Path) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
-    with wave.open(str(path)) as w:
-        rate = w.getframerate()
-        audio = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
-    return resample_poly(audio, SR, rate).astype(np.float32)
-
-
 def speech_streams(work: Path, count: int, seed: int) -> list[np.ndarray]:
     """``count`` streams: silence, speech (espeak-ng), a pause, more speech, silence; white noise at 5-30 dB SNR."""
     rng = np.random.default_rng(seed)
@@ -86,14 +74,6 @@ def speech_streams(work: Path, count: int, seed: int) -> list[np.ndarray]:
         stream += rng.standard_normal(len(stream)).astype(np.float32) * speech_rms * 10 ** (-snr_db / 20)
         streams.append(stream)
     return streams
-
-
-def chunk_rows(stream: np.ndarray) -> np.ndarray:
-    """``[T, 576]``: each 512-sample chunk after the previous chunk's last 64 samples (silero's own framing)."""
-    n = len(stream) // CHUNK
-    chunks = stream[: n * CHUNK].reshape(n, CHUNK)
-    context = np.concatenate([np.zeros((1, CONTEXT), np.float32), chunks[:-1, -CONTEXT:]])
-    return np.ascontiguousarray(np.concatenate([context, chunks], axis=1))
 
 
 def session(path: Path, fold: bool = False):  # type: ignore[no-untyped-def]

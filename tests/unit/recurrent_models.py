@@ -9,11 +9,16 @@ branches, reading outer-scope weights through ``Slice``/``Concat``.
 
 from __future__ import annotations
 
+import subprocess
+import wave
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
+SR = 16000
+CHUNK, CONTEXT = 512, 64  # silero-vad at 16 kHz: 32 ms chunks after the previous chunk's last 64 samples
 SILERO_FILES = ("silero_vad_16k_sequence.onnx", "silero_vad_16k_op15.onnx", "silero_vad_op18_ifless.onnx")
 
 
@@ -89,3 +94,22 @@ def crnn_onnx(
                 layer.running_mean.uniform_(-0.2, 0.2)
                 layer.running_var.uniform_(0.5, 1.5)
     return export_crnn(module, path, height)
+
+
+def synthesize(text: str, voice: str, speed: int, path: Path) -> np.ndarray:
+    """``text`` spoken by espeak-ng (``voice``, ``speed`` words a minute) as 16 kHz float32 samples."""
+    from scipy.signal import resample_poly
+
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, capture_output=True)
+    with wave.open(str(path)) as w:
+        rate = w.getframerate()
+        audio = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+    return resample_poly(audio, SR, rate).astype(np.float32)
+
+
+def chunk_rows(stream: np.ndarray) -> np.ndarray:
+    """``[T, 576]``: each 512-sample chunk after the previous chunk's last 64 samples (silero's own framing)."""
+    n = len(stream) // CHUNK
+    chunks = stream[: n * CHUNK].reshape(n, CHUNK)
+    context = np.concatenate([np.zeros((1, CONTEXT), np.float32), chunks[:-1, -CONTEXT:]])
+    return np.ascontiguousarray(np.concatenate([context, chunks], axis=1))

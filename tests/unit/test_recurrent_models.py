@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from dq_reference import reference_model, run
-from recurrent_models import crnn_onnx, silero_path
+from recurrent_models import SR, chunk_rows, crnn_onnx, silero_path, synthesize
 
 from edgeq.data import load_data
 from edgeq.quantize.api import QuantizeInputs, quantize
@@ -86,3 +86,26 @@ def test_silero_vad_weights_in_if_branches(name: str, tmp_path: Path) -> None:
     assert folded >= 7
     for a, b in zip(run(result.model, feeds), run(reference, feeds), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_silero_vad_int8_on_synthesized_speech(tmp_path: Path) -> None:
+    """Weight-only int8 silero-vad on espeak-ng speech in noise: its speech decisions are fp32's."""
+    import shutil
+
+    path = silero_path("silero_vad_16k_sequence.onnx")
+    if path is None:
+        pytest.skip("silero-vad is not installed (pip install silero-vad==6.2.3; make installs it)")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make espeak-ng)")
+    speech = synthesize("Turn left at the second light, then keep going until you see the station.", "en-us", 160, tmp_path / "s.wav")
+    rng = np.random.default_rng(0)
+    stream = np.concatenate([np.zeros(SR // 2, np.float32), speech * 0.5, np.zeros(SR, np.float32)])
+    stream += rng.standard_normal(len(stream)).astype(np.float32) * 0.01
+    rows = chunk_rows(stream)
+    quantized = quantize(onnx.load(str(path)), WeightOnlyConfig(weights="int8")).model
+    zero = np.zeros((1, 1, 128), np.float32)
+    fp32 = run(onnx.load(str(path)), {"input": rows, "h": zero, "c": zero})[0].ravel()
+    int8 = run(quantized, {"input": rows, "h": zero, "c": zero})[0].ravel()
+    assert 0.2 < float(np.mean(fp32 > 0.5)) < 0.9  # speech and silence both present
+    assert float(np.mean((fp32 > 0.5) == (int8 > 0.5))) >= 0.98
+    assert float(np.mean(np.abs(fp32 - int8))) < 0.02
