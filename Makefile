@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.edgeq-installed
 CACHE ?= .cache/examples
 
-.PHONY: demo test lint typecheck unit benchmarks chromium sshd clean
+.PHONY: demo test lint typecheck unit benchmarks chromium sshd espeak-ng clean
 
 $(STAMP): pyproject.toml runtime/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ sshd:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null) || echo "openssh-server could not be installed: SSH board tests will be skipped"; \
 	  else echo "not root: openssh-server not installed, SSH board tests will be skipped"; fi; }
 
+# Speech for the recurrent benchmark and tests (silero-vad), synthesized offline.
+espeak-ng:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) || echo "espeak-ng could not be installed: speech tests will be skipped"; \
+	  else echo "not root: espeak-ng not installed, speech tests will be skipped"; fi; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgeq runtime/edgeq_runtime tests examples benchmarks
 
@@ -41,7 +47,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q -x --durations=15
 
-test: $(STAMP) chromium sshd lint typecheck
+test: $(STAMP) chromium sshd espeak-ng lint typecheck
 	EDGEQ_EXAMPLES_CACHE=$(CURDIR)/$(CACHE) $(PY) -m pytest -q -rs --durations=20
 
 benchmarks: $(STAMP)
@@ -50,6 +56,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/weight_only.py
 	$(PY) benchmarks/mixed.py
 	$(PY) benchmarks/decoder.py
+	$(PY) benchmarks/recurrent.py
 
 clean:
 	rm -rf $(VENV) .cache out .pytest_cache .mypy_cache .ruff_cache

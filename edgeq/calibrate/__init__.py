@@ -26,7 +26,7 @@ from edgeq.calibrate.observers import (
     Observer,
 )
 from edgeq.calibrate.table import CalibrationTable, TensorRange, load_calibration
-from edgeq.data import DataSource, load_data
+from edgeq.data import DataSource
 from edgeq.errors import ConfigError, DataError
 
 __all__ = [
@@ -82,7 +82,9 @@ def calibrate(
     if isinstance(data, DataSource) and samples is None:
         source = data
     else:
-        source = load_data(data, proto, samples=samples, batch_size=batch_size)
+        from edgeq.calibrate.streaming import open_data
+
+        source = open_data(data, proto, None if isinstance(model, onnx.ModelProto) else model, samples=samples, batch_size=batch_size)
 
     if tensors is not None and nodes is not None:
         raise ConfigError("--nodes selects nodes whose inputs to observe; it cannot be combined with an explicit tensor list")

@@ -37,8 +37,8 @@ def calibrate_command(
 ) -> None:
     """Calibrate a model on representative data: per-tensor ranges under every method."""
     from edgeq.calibrate import calibrate
+    from edgeq.calibrate.streaming import open_data
     from edgeq.calibrate.trt_cache import ALGORITHMS
-    from edgeq.data import load_data
     from edgeq.fileio import OutputSet
     from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model, model_sha256
@@ -50,7 +50,7 @@ def calibrate_command(
     refuse_outputs_over_inputs({"-o": output, "--trt-cache": trt_cache}, model, [data, tokenizer])
     model = resolve_model(model)  # a file.py:factory spec: its checked, cached export
     proto = load_model(model)
-    source = load_data(data, proto, samples=samples, batch_size=batch_size, tokenizer=text_tokenizer(data, tokenizer, model))
+    source = open_data(data, proto, model, samples=samples, batch_size=batch_size, tokenizer=text_tokenizer(data, tokenizer, model))
     if not quiet:
         for note in source.notes:
             typer.echo(f"note: {note}", err=True)

@@ -179,4 +179,7 @@ def quantize_command(
     )
     if not quiet:
         typer.echo(result.summary.format_text())
+    else:  # a run that compressed nothing is said even with --quiet
+        for warning in result.summary.warnings:
+            typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {output}")

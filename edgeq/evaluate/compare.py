@@ -321,7 +321,7 @@ def compare_models(
     perplexity, next-token and greedy-generation agreement (``edgeq.evaluate.decoder``, tuned
     by ``decoder``); the result is then a ``DecoderCompareResult``.
     """
-    from edgeq.data import load_data
+    from edgeq.calibrate.streaming import StreamingSource, open_data
     from edgeq.evaluate.kv_cache import kv_layout
     from edgeq.frontends.resolve import load_model_spec
 
@@ -338,7 +338,7 @@ def compare_models(
             ref_path, ref_model, cand_paths, cand_models, data,
             samples=samples, layers=layers, options=decoder or DecoderOptions(),
         )
-    source = load_data(data, ref_model, samples=samples, batch_size=batch_size)
+    source = open_data(data, ref_model, ref_path, samples=samples, batch_size=batch_size)
     task = detect_task(ref_model)
     ref_outputs = [o.name for o in ref_model.graph.output]
     for path, model in zip(cand_paths, cand_models, strict=True):
@@ -355,15 +355,23 @@ def compare_models(
     first_feeds: dict[str, np.ndarray] | None = None
     seen = 0
     main_output = ref_outputs[0]
-    for feeds in source:
+    # A streaming model (state inputs the data leaves out): each model carries its own state.
+    carriers = [source.carrier() for _ in range(len(cand_sessions) + 1)] if isinstance(source, StreamingSource) else None
+    for chunk in source.chunks() if isinstance(source, StreamingSource) else source:
+        count = source.batch_samples(chunk)
+        feeds = carriers[0].feeds(chunk, count) if carriers else chunk
         if first_feeds is None:
             first_feeds = feeds
         ref_values = ref_session.run(feeds)
-        for acc, session, errors in zip(accumulators, cand_sessions, layer_errors, strict=True):
-            values = session.run(feeds)
+        for index, (acc, session, errors) in enumerate(zip(accumulators, cand_sessions, layer_errors, strict=True)):
+            values = session.run(carriers[index + 1].feeds(chunk, count) if carriers else feeds)
             acc.add(ref_values[main_output], values[main_output], feeds)
             errors.add(ref_values, values)
-        seen += source.batch_samples(feeds)
+            if carriers:
+                carriers[index + 1].update(values)
+        if carriers:
+            carriers[0].update(ref_values)
+        seen += count
     if first_feeds is None:
         raise DataError(f"{source.origin}: no samples to compare on")
     ref_latency = measure_latency(ref_path, first_feeds) if latency else None

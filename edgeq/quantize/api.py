@@ -149,10 +149,11 @@ def quantize_file(
 
         table = load_calibration(calibration, onnx_path)
     if data is not None:
-        from edgeq.data import load_data
+        from edgeq.calibrate.streaming import open_data
         from edgeq.data.tokens import text_tokenizer
 
-        source = load_data(data, model, samples=samples, batch_size=batch_size,
+        # A streaming model's state inputs, when the data leaves them out, carry the float model's state.
+        source = open_data(data, model, onnx_path, samples=samples, batch_size=batch_size,
                            tokenizer=text_tokenizer(data, tokenizer, model_path))
     result = quantize(model, config, QuantizeInputs(source, table, str(model_path), progress, layer_stats), copy=False)
     with OutputSet() as outputs:  # the model and its summary land together or not at all

@@ -26,6 +26,7 @@ class NodeDecision:
     block_size: int | None = None
     method: str = ""
     error: dict[str, float] = field(default_factory=dict)  # e.g. {"weight_sqnr_db": 31.2, "output_mse": 1e-4}
+    subgraph: str = ""  # "" at the top level, else the If/Loop/Scan body holding the node, e.g. "If_1.then_branch"
 
 
 @dataclass
@@ -40,6 +41,8 @@ class QuantizationSummary(Serializable):
     config: dict[str, Any]
     nodes: list[NodeDecision] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What the user must hear even with --quiet: a run that compressed nothing, and what would.
+    warnings: list[str] = field(default_factory=list)
     weight_bytes_before: int = 0
     weight_bytes_after: int = 0
     kv_bytes_per_token_before: int | None = None  # a decoder's KV cache, when --kv-cache changed it
@@ -66,6 +69,7 @@ class QuantizationSummary(Serializable):
 
     def format_text(self, max_rows: int = 40) -> str:
         lines = [f"quantized {len(self.quantized)} nodes, left {len(self.left_in_float)} in float"]
+        lines.extend(f"warning: {w}" for w in self.warnings)
         if self.weight_bytes_before:
             ratio = self.weight_bytes_after / self.weight_bytes_before
             lines.append(
@@ -77,10 +81,14 @@ class QuantizationSummary(Serializable):
                          f"{self.kv_bytes_per_token_after:,} ({ratio:.3f}x)")
         for node in self.quantized[:max_rows]:
             err = " ".join(f"{k}={v:.4g}" for k, v in node.error.items())
-            lines.append(f"  + {node.name} ({node.op_type}): {node.scheme} {err}".rstrip())
+            lines.append(f"  + {node.name} ({node.op_type}{_where(node)}): {node.scheme} {err}".rstrip())
         if len(self.quantized) > max_rows:
             lines.append(f"  ... {len(self.quantized) - max_rows} more quantized nodes (see --summary JSON)")
         for node in self.left_in_float:
-            lines.append(f"  - {node.name} ({node.op_type}): float, {node.reason}")
+            lines.append(f"  - {node.name} ({node.op_type}{_where(node)}): float, {node.reason}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _where(node: NodeDecision) -> str:
+    return f" in {node.subgraph}" if node.subgraph else ""

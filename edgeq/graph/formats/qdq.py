@@ -110,3 +110,56 @@ def emit_gather(q: BlockQuantized, indices: str, output: str, prefix: str, scale
     emitted, table = dequantize_nodes(q, prefix, scale_dtype, axis=1, transpose=False)
     emitted.nodes.append(helper.make_node("Gather", [table, indices], [output], name=f"{prefix}_Gather", axis=axis))
     return emitted
+
+
+def matrix_view(w: np.ndarray, axis: int, per_channel: bool) -> np.ndarray:
+    """``w`` of any rank as the ``[rows, cols]`` matrix the codecs quantize, for :func:`dequantize_weight`.
+
+    ``per_channel``: one row per index of ``axis`` (a conv's output channels), the rest flattened
+    into the row. Otherwise blocks run along ``axis`` (an LSTM's input dimension, a MatMul's K):
+    ``axis`` becomes the columns and every other index a row.
+    """
+    if per_channel:
+        moved = np.moveaxis(w, axis, 0)
+        return np.ascontiguousarray(moved.reshape(moved.shape[0], -1))
+    moved = np.moveaxis(w, axis, -1)
+    return np.ascontiguousarray(moved.reshape(-1, moved.shape[-1]))
+
+
+def _stored(values: np.ndarray, shape: tuple[int, ...], axis: int, per_channel: bool, scales: bool) -> np.ndarray:
+    """The inverse of :func:`matrix_view`: codes back to ``shape``, scales to what DequantizeLinear reads."""
+    if per_channel:
+        if scales:
+            return np.ascontiguousarray(values.reshape(shape[axis]))
+        moved = (shape[axis], *shape[:axis], *shape[axis + 1:])
+        return np.ascontiguousarray(np.moveaxis(values.reshape(moved), 0, axis))
+    moved = (*shape[:axis], *shape[axis + 1:], values.shape[-1])
+    return np.ascontiguousarray(np.moveaxis(values.reshape(moved), -1, axis))
+
+
+def dequantize_weight(
+    q: BlockQuantized, shape: tuple[int, ...], axis: int, per_channel: bool, prefix: str, scale_dtype: np.dtype
+) -> tuple[Emitted, str]:
+    """A ``DequantizeLinear`` giving back a weight of ``shape`` from ``q`` (its :func:`matrix_view`).
+
+    Per-channel: 1-D scales along ``axis`` (int8 from opset 13, int4 from 21). Blocked: scales
+    of the weight's rank with ``ceil(shape[axis] / block)`` along ``axis`` (opset 21). The
+    consumer node is untouched: it reads the dequantized tensor where it read the float one.
+    """
+    signed = q.zero_points is None
+    codes = _stored(q.codes, shape, axis, per_channel, scales=False)
+    scales = _stored(q.scales, shape, axis, per_channel, scales=True)
+    w_name, s_name, z_name, out = f"{prefix}_q", f"{prefix}_scale", f"{prefix}_zero_point", f"{prefix}_dq"
+    inits = [
+        integer_tensor(codes, q.codec.bits, signed, w_name),
+        numpy_helper.from_array(scales.astype(scale_dtype), s_name),
+    ]
+    inputs = [w_name, s_name]
+    if q.zero_points is not None:
+        inits.append(integer_tensor(_stored(q.zero_points, shape, axis, per_channel, scales=True), q.codec.bits, False, z_name))
+        inputs.append(z_name)
+    node = helper.make_node("DequantizeLinear", inputs, [out], name=f"{prefix}_DequantizeLinear", axis=axis)
+    if not per_channel:
+        node.attribute.append(helper.make_attribute("block_size", q.block_size))
+    opset = 13 if per_channel and q.codec.bits == 8 else required_opset(q.codec.bits)
+    return Emitted([node], inits, {"": opset}), out

@@ -31,6 +31,8 @@ from edgeq.numerics.int8 import equalize as int8_equalize
 from edgeq.numerics.int8 import weights as int8_weights
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Int8Config
+from edgeq.quantize.coverage import census, complete
+from edgeq.quantize.schemes.int8 import recurrent
 from edgeq.quantize.schemes.int8.layer_weights import weight_qmax
 from edgeq.quantize.summary import NodeDecision, QuantizationSummary
 
@@ -169,7 +171,8 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
     if inputs.data is None and inputs.calibration is None:
         raise ConfigError("int8 activations need calibration: pass --data (samples) or --calib (a table from edgeq calibrate)")
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict()["_data"])
-    model = raise_opset(model, MIN_OPSET, "per-channel Q/DQ", f"export the model with opset >= {MIN_OPSET}")
+    model = raise_opset(model, max(MIN_OPSET, recurrent.required_opset(model, config)), "per-channel Q/DQ",
+                        f"export the model with opset >= {MIN_OPSET}")
     selected = prepare_w8a8(model, config.fold_batchnorm, config.op_types, config.exclude, summary)
 
     data = inputs.data
@@ -202,6 +205,7 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
         sq.apply(model)
         summary.notes.append(f"smoothquant alpha {config.smoothquant_alpha}: migrated {len(sq.applied)} activation tensors into their weights")
 
+    sites = census(model)
     plan = plan_qdq(model, selected, conv_outputs_into_add=config.layout == "onnxruntime")
     candidates: dict[str, dict[str, float]] = {}
     if data is not None:
@@ -281,4 +285,6 @@ def quantize_int8(model: onnx.ModelProto, config: Int8Config, inputs: QuantizeIn
             summary.notes.append(f"Q/DQ on {tensor}: {plan.roles[tensor]}")
     summary.weight_bytes_before = sum(int(np.prod(w.values.shape)) * 4 for w in weights.values())
     summary.weight_bytes_after = sum(int(np.prod(w.values.shape)) for w in weights.values())
+    recurrent.weight_only_rest(model, config, summary)
+    complete(summary, sites, "int8")
     return QuantizeResult(model, summary)

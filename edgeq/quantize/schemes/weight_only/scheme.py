@@ -16,7 +16,8 @@ from edgeq.errors import ConfigError, UnsupportedError
 from edgeq.graph.formats import bnb4, gather, qdq
 from edgeq.graph.opset import raise_opset
 from edgeq.graph.passes.lm_head import plan_decoder
-from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget, weight_bytes
+from edgeq.graph.passes.weight_dq import weight_bytes_all
+from edgeq.graph.passes.weight_only import WeightOnlyRewriter, WeightTarget
 from edgeq.numerics import weight_only as algorithms
 from edgeq.numerics.codecs import Codec, get_codec
 from edgeq.numerics.weight_only import AlgorithmResult, LayerStats
@@ -25,8 +26,10 @@ from edgeq.numerics.weight_only.common import DATA_DRIVEN, data_free_fallback, r
 from edgeq.progress import progress_bar
 from edgeq.quantize.api import QuantizeInputs, QuantizeResult, register
 from edgeq.quantize.config import Method, OnnxFormat, WeightFormat, WeightOnlyConfig
+from edgeq.quantize.coverage import census
+from edgeq.quantize.schemes.weight_only import dq_weights
 from edgeq.quantize.schemes.weight_only.bounds import check_block_size_fits
-from edgeq.quantize.schemes.weight_only.decisions import left_decision, nothing_to_quantize, scheme_label
+from edgeq.quantize.schemes.weight_only.decisions import left_decision, scheme_label
 from edgeq.quantize.schemes.weight_only.heads import (
     float_heads,
     head_codec,
@@ -109,11 +112,13 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
     qdq_bits = [c.bits for c, f in ((codec, fmt), (lm_codec, head_fmt)) if c is not None and f is OnnxFormat.QDQ]
     if qdq_bits:
         model = raise_opset(model, max(qdq.required_opset(b) for b in qdq_bits), "--format qdq", "use --format matmulnbits")
+    model = dq_weights.raise_for(model, config)
+    sites = census(model)
 
     summary = QuantizationSummary(model=inputs.model_path, config=config.to_dict())
-    summary.weight_bytes_before = weight_bytes(model)
+    summary.weight_bytes_before = weight_bytes_all(model)
     plan = plan_decoder(model, config.embeddings, config.exclude)
-    targets, left = plan.targets, plan.left
+    targets, left = plan.targets, [s for s in plan.left if s.op_type not in dq_weights.TOP_LEVEL_OPS]  # written below
     check_block_size_fits(config.block_size, targets)
     if lm_codec is None:
         targets, kept, notes = float_heads(plan)
@@ -139,7 +144,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
             summary.add(NodeDecision(name=target.name, op_type=target.op_type, quantized=False, reason=reason, weight=target.weight))
     targets = runnable
     if not targets:
-        return nothing_to_quantize(model, summary)
+        return dq_weights.finish(model, summary, config, sites)
 
     stats: dict[str, LayerStats] = {}
     if config.method in DATA_DRIVEN:
@@ -181,9 +186,7 @@ def quantize_weight_only(model: onnx.ModelProto, config: WeightOnlyConfig, input
         summary.notes.append(tie_note(tie, decisions[id(tie.head)].scheme, gather.scheme if gather else "", refusal))
     if rewriter.folded_scales:
         summary.notes.append(f"AWQ input scales folded into {rewriter.folded_scales} producer op(s); the others use a Mul")
-    model = rewriter.finish()
-    summary.weight_bytes_after = weight_bytes(model)
-    return QuantizeResult(model, summary)
+    return dq_weights.finish(rewriter.finish(), summary, config, sites)
 
 
 def _quantize_target(
