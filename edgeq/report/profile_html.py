@@ -6,6 +6,7 @@ from typing import Any
 
 from edgeq.report import plots
 from edgeq.report.formatting import DASH, fmt_ms, fmt_number, is_number
+from edgeq.report.generation_html import decoder_block, decoder_tiles
 from edgeq.report.inputs import LATENCY_KEYS
 from edgeq.report.markup import breakable, definition_list, esc, figure, flat_items, muted, shorten, tile
 
@@ -207,12 +208,16 @@ def _energy_block(section: dict[str, Any], pid: str) -> str:
 def render_profile(section: dict[str, Any], pid: str) -> str:
     """A ``profile`` section: header, headline tiles, then latency, top ops and energy."""
     energy = section["benchmark"]["energy"]
+    decoder = section["benchmark"].get("decoder")
     notice = ""
     if not energy["available"]:
         notice = f'<div class="notice"><strong>Energy not measured:</strong> {esc(energy["reason"])}</div>'
+    tiles = decoder_tiles(decoder) if decoder else ""
+    generation = decoder_block(decoder, pid) if decoder else ""
+    ops = "" if decoder and not section["benchmark"]["ops"] else _ops_block(section, pid)
     return (
         f'<section class="report-section profile" id="{esc(pid)}"><h2>{esc(section["title"])}</h2>'
-        f"{_profile_header(section)}{_profile_tiles(section)}{notice}"
-        f"{_latency_block(section, pid)}{_ops_block(section, pid)}{_energy_block(section, pid)}</section>"
+        f"{_profile_header(section)}{_profile_tiles(section)}{tiles}{notice}"
+        f"{generation}{_latency_block(section, pid)}{ops}{_energy_block(section, pid)}</section>"
     )
 

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--power-root", default="/", help=argparse.SUPPRESS)  # fixture trees in tests
     bench.add_argument("--top-ops", type=int, default=10, help="ops to list from the profiling pass; 0 disables it")
     bench.add_argument("--cache-dir", default=None, help="where built TensorRT engines are cached")
+    bench.add_argument("--prompt-lengths", default=None, metavar="16,64,128",
+                       help="decoder bundles: prompt lengths whose prefill is timed (default 16,64,128)")
+    bench.add_argument("--prefill-runs", type=int, default=3, help="decoder bundles: timed prefills per length")
     bench.add_argument("--json", default=None, metavar="OUT.json", help="also write the result record here")
     bench.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -80,16 +83,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_ids(text: str) -> List[int]:
+def _decoder_options(args: argparse.Namespace) -> dict:
+    options: dict = {"prefill_runs": args.prefill_runs}
+    if args.prompt_lengths is not None:
+        options["prompt_lengths"] = _parse_ids(args.prompt_lengths, "--prompt-lengths")
+    return options
+
+
+def _parse_ids(text: str, option: str = "--ids") -> List[int]:
     try:
         return [int(part) for part in text.replace(" ", "").split(",") if part != ""]
     except ValueError:
-        raise BundleError("--ids: expected comma-separated token ids like 1,42,7, got " + repr(text)) from None
+        raise BundleError(option + ": expected comma-separated integers like 1,42,7, got " + repr(text)) from None
 
 
 def _generate(args: argparse.Namespace) -> int:
     import json
 
+    from edgeq_runtime.generate import Token
     from edgeq_runtime.session import Session
 
     ids = _parse_ids(args.ids) if args.ids is not None else None
@@ -97,7 +108,7 @@ def _generate(args: argparse.Namespace) -> int:
     with Session(args.path, backend="ort", threads=args.threads) as session:
         text_out = ids is None
 
-        def show(token: object) -> None:
+        def show(token: Token) -> None:
             piece = token.text if text_out else str(token.id) + " "
             sys.stdout.write(piece)
             sys.stdout.flush()
@@ -153,6 +164,7 @@ def _bench(args: argparse.Namespace) -> int:
             feeds=feeds,
             shapes=shapes,
             power_root=args.power_root,
+            decoder_options=_decoder_options(args),
         )
     if args.json:
         result.save(args.json)

@@ -131,7 +131,7 @@ def test_cli_generate_prints_text_and_refuses_bad_input(bundles, tmp_path, capsy
     for argv, message in [
         (["--prompt", "t1", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
         (["--ids", "1,400"], "token id 400 is outside"),
-        (["--ids", "1,x"], "--ids: expected comma-separated token ids"),
+        (["--ids", "1,x"], "--ids: expected comma-separated integers"),
     ]:
         assert run_main(["generate", str(out), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
