@@ -161,7 +161,12 @@ def _decoder_block(
                           "rotary cache); pass --context-length N")
     block = decoder_section(model, model_path, info, context, tokenizer)
     weights = sum(tensor_nbytes(t) for t in model.graph.initializer)
-    return block, check_decoder_plan(profile, plan, block["kv"]["bytes_per_token"], context, weights)
+    notes = check_decoder_plan(profile, plan, block["kv"]["bytes_per_token"], context, weights)
+    if profile.uses_tensorrt:
+        notes.append("build.sh builds the decoder at the verification shapes only; a TensorRT engine for generation "
+                     "needs profiles over the past length, which edgeq does not write yet (edgeq-run generate runs "
+                     "the ONNX with onnxruntime)")
+    return block, notes
 
 
 def _check_output(output: Path, force: bool) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeq_runtime import __version__
 from edgeq_runtime.device import device_info
-from edgeq_runtime.energy import MIN_SENSOR_PERIODS, open_sampler, window_energy
+from edgeq_runtime.energy import MIN_SENSOR_PERIODS, open_sampler, start_with_idle, window_energy
 from edgeq_runtime.errors import BundleError
 from edgeq_runtime.inputs import resolve_shapes, synthesize_inputs, validate_feeds
 from edgeq_runtime.power import PowerSource
@@ -151,12 +151,7 @@ def benchmark(
     idle_window: Optional[List[float]] = None
     run_window: Optional[List[float]] = None
     try:
-        if sampler is not None:
-            sampler.start()
-            if idle_s > 0:
-                start = sampler.mark()
-                time.sleep(idle_s)
-                idle_window = [start, sampler.mark()]
+        idle_window = start_with_idle(sampler, idle_s)
         for _ in range(warmup):
             t0 = time.perf_counter()
             run(run_feeds)

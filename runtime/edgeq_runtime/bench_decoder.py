@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgeq_runtime.device import device_info
-from edgeq_runtime.energy import open_sampler, window_energy
+from edgeq_runtime.energy import open_sampler, start_with_idle, window_energy
 from edgeq_runtime.errors import BundleError
 from edgeq_runtime.generate import GenerationRequest
 from edgeq_runtime.kv_runner import make_runner
@@ -113,12 +113,7 @@ def benchmark_decoder(
     idle_window: Optional[List[float]] = None
     cache_bytes = 0
     try:
-        if sampler is not None:
-            sampler.start()
-            if idle_s > 0:
-                start = sampler.mark()
-                time.sleep(idle_s)
-                idle_window = [start, sampler.mark()]
+        idle_window = start_with_idle(sampler, idle_s)
         prefill_start = sampler.mark() if sampler is not None else 0.0
         for length in lengths:
             times = []

@@ -38,6 +38,18 @@ def open_sampler(
     return source, PowerSampler(source, clock=clock), None, True
 
 
+def start_with_idle(sampler: Optional[PowerSampler], idle_s: float) -> Optional[List[float]]:
+    """Start ``sampler`` (if any) and record ``idle_s`` seconds of idle: that window, or None."""
+    if sampler is None:
+        return None
+    sampler.start()
+    if idle_s <= 0:
+        return None
+    start = sampler.mark()
+    time.sleep(idle_s)
+    return [start, sampler.mark()]
+
+
 def window_energy(
     sampler: PowerSampler,
     source: PowerSource,
