@@ -142,3 +142,21 @@ def test_cli_generate_prints_text_and_refuses_bad_input(bundles, tmp_path, capsy
     assert run_main(["generate", str(tampered), "--prompt", "t1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tokenizer.json: sha256" in err[0] and "does not match" in err[0]
+
+
+def test_int8_kv_cache_bundle_generates_like_the_reference(tmp_path):
+    """``--kv-cache int8`` (past/present int8 with per-head scales in the graph): the runtime carries the
+    int8 cache as it is and still matches the reference decode token for token."""
+    from edgeq.data import load_data
+    from edgeq.quantize.kv_cache import kv_cache_int8
+    from tests.unit.test_kv_cache_int8 import prompts
+
+    model = decoder_graphs.tiny_decoder(decoder_graphs.random_weights())
+    kv_cache_int8(model, load_data(prompts(), model))
+    path = save(model, tmp_path / "int8kv")
+    out = bundle(path, tmp_path / "bundle", context_length=64)
+    with Session(out) as session:
+        assert session.manifest is not None and session.manifest.decoder is not None
+        assert session.manifest.decoder.kv.dtype == "int8" and session.manifest.decoder.kv.bytes_per_token == 16
+        result = session.generate(ids=PROMPT, max_new_tokens=NEW, stop_ids=[])
+    assert result.ids == reference_greedy(path, PROMPT, NEW)
