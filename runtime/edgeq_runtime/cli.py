@@ -103,6 +103,15 @@ def _generate(args: argparse.Namespace) -> int:
     from edgeq_runtime.generate import Token
     from edgeq_runtime.session import Session
 
+    if args.json:
+        from pathlib import Path
+
+        from edgeq_runtime._fileio import names_an_input
+
+        clash = names_an_input(args.json, [Path(args.path)])  # the bundle folder and everything in it
+        if clash is not None:
+            raise BundleError("--json " + str(args.json) + ": that would replace the input " + str(clash)
+                              + "; choose another path")
     ids = _parse_ids(args.ids) if args.ids is not None else None
     stop_ids = [] if args.ignore_eos else args.stop_id
     with Session(args.path, backend="ort", threads=args.threads) as session:

@@ -5,6 +5,7 @@ drawn from the right distribution; every bad request one line, exit 2 from ``edg
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -136,6 +137,13 @@ def test_cli_generate_prints_text_and_refuses_bad_input(bundles, tmp_path, capsy
         assert run_main(["generate", str(out), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+    record = tmp_path / "generation.json"
+    assert run_main(["generate", str(out), "--ids", "5,17,3", "--max-new-tokens", "3", "--ignore-eos",
+                     "--json", str(record)]) == 0
+    capsys.readouterr()
+    assert json.loads(record.read_text())["ids"] == reference_greedy(bundles["tiny-fp32"][0], [5, 17, 3], 3)
+    assert run_main(["generate", str(out), "--ids", "1", "--json", str(out / "model.onnx")]) == 2
+    assert "would replace the input" in capsys.readouterr().err
     tampered = tmp_path / "tampered"
     shutil.copytree(out, tampered)
     (tampered / "tokenizer.json").write_text((tampered / "tokenizer.json").read_text().replace('"t9"', '"x9"'))
