@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from edgeq.report import plots
 from edgeq.report.formatting import fmt_ms, fmt_number
 from edgeq.report.markup import definition_list, esc, figure, tile
@@ -16,6 +18,16 @@ from edgeq.report.markup import definition_list, esc, figure, tile
 
 def _mb(value: Any) -> str:
     return fmt_number(value / 1e6, 1, "MB") if isinstance(value, (int, float)) else "not measured"
+
+
+def token_times(bench: dict[str, Any]) -> list[float] | None:
+    """When each measured token ended, on the power sensor's clock: the decode window's start plus
+    the running sum of the measured steps (a decoder benchmark's window opens as they begin)."""
+    window = bench["energy"].get("measured_window_s")
+    if not bench.get("decoder") or not window:
+        return None
+    steps = np.asarray(bench["trace_ms"][bench["warmup_iterations"]:], dtype=np.float64)
+    return [float(window[0] + t) for t in np.cumsum(steps) / 1000.0]
 
 
 def decoder_tiles(decoder: dict[str, Any]) -> str:

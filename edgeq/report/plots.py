@@ -227,8 +227,9 @@ def top_ops(plot_id: str, ops: Sequence[dict[str, Any]], top: int = 12) -> str:
         return _to_svg(fig, plot_id, "Ops that take the most time")
 
 
-def power_trace(plot_id: str, energy: dict[str, Any]) -> str:
-    """Power over the whole run, the measured window shaded, idle and average power marked."""
+def power_trace(plot_id: str, energy: dict[str, Any], events_s: Sequence[float] | None = None) -> str:
+    """Power over the whole run, the measured window shaded, idle and average power marked;
+    ``events_s`` (sensor-clock times, e.g. each generated token) as ticks along the bottom."""
     t = np.asarray(energy["trace"]["t_s"], dtype=np.float64)
     p = np.asarray(energy["trace"]["power_w"], dtype=np.float64)
     window = energy.get("measured_window_s")
@@ -251,6 +252,10 @@ def power_trace(plot_id: str, energy: dict[str, Any]) -> str:
                     interpolate=True, label="energy above idle",
                 )
         ax.plot(t, p, color=BLUE, linewidth=1.1, label="power", drawstyle="steps-post")
+        if events_s:
+            ax.plot(np.asarray(events_s, dtype=np.float64) - origin, np.zeros(len(events_s)), linestyle="none",
+                    marker="|", markersize=6, color=INK, alpha=0.5, transform=ax.get_xaxis_transform(),
+                    label="tokens")
         if idle is not None:
             ax.axhline(idle, color=MUTED, linestyle="--", linewidth=1.1, label=f"idle {idle:.2f} W")
         if average is not None and window:

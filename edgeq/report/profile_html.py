@@ -6,7 +6,7 @@ from typing import Any
 
 from edgeq.report import plots
 from edgeq.report.formatting import DASH, fmt_ms, fmt_number, is_number
-from edgeq.report.generation_html import decoder_block, decoder_tiles
+from edgeq.report.generation_html import decoder_block, decoder_tiles, token_times
 from edgeq.report.inputs import LATENCY_KEYS
 from edgeq.report.markup import breakable, definition_list, esc, figure, flat_items, muted, shorten, tile
 
@@ -193,11 +193,13 @@ def _energy_block(section: dict[str, Any], pid: str) -> str:
         )
     trace = energy["trace"]
     if trace["t_s"]:
+        tokens = token_times(section["benchmark"])
         fig = figure(
-            plots.power_trace(f"{pid}-power", energy),
+            plots.power_trace(f"{pid}-power", energy, tokens),
             f"{pid}-power",
             "<strong>Power over the run.</strong> Grey band between dotted lines: the measured window (energy is integrated "
-            "there); dashed: idle power measured before the run; shaded: energy above idle.",
+            "there); dashed: idle power measured before the run; shaded: energy above idle."
+            + (f" Ticks: the {len(tokens):,} measured tokens, where each one ended." if tokens else ""),
         )
         body = f'<div class="plots">{fig}<div>{definition_list(rows)}</div></div>'
     else:

@@ -64,6 +64,17 @@ def test_energy_per_token_from_a_constant_power_sensor(tiny_bundle: Path, tmp_pa
     assert decoder["energy_above_idle_per_generated_token_mj"] == pytest.approx(0, abs=1e-9)
     prompt_tokens = (4 + 16) * 3  # 2 timed runs + 1 warm-up per length
     assert decoder["energy_per_prompt_token_mj"] > 0 and prompt_tokens == 60
+    from edgeq.report import write_profile_report
+    from edgeq.report.generation_html import token_times
+
+    data = result.to_dict()
+    times = token_times(data)
+    assert times is not None and len(times) == 30 and energy.measured_window_s is not None
+    assert energy.measured_window_s[0] < times[0] and times[-1] == pytest.approx(
+        energy.measured_window_s[0] + sum(result.trace_ms[3:]) / 1000)
+    html = tmp_path / "report.html"
+    write_profile_report(data, html, None)
+    assert "Ticks: the 30 measured tokens" in html.read_text()
 
 
 def test_decoder_bench_refusals(tiny_bundle: Path):
