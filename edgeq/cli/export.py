@@ -30,6 +30,10 @@ def export_command(
     samples: int | None = typer.Option(None, "--samples", help="Use at most this many samples of --data."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per calibration batch."),
     build_engine: bool = typer.Option(False, "--build-engine", help="Also build the engine here (needs tensorrt)."),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Decoders: tokenizer.json to bundle "
+                                          "(default: tokenizer.json or MODEL.tokenizer.json beside the model)."),
+    context_length: int | None = typer.Option(None, "--context-length", help="Decoders: the context the KV "
+                                              "cache is sized for (default: what the model states)."),
     force: bool = typer.Option(False, "--force", help="Replace -o even if it is not an edgeq bundle of only its own files."),
     as_json: bool = typer.Option(False, "--json", help="Print the export result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", help="Print only the bundle path."),
@@ -42,7 +46,8 @@ def export_command(
         model, target, weights=weights, activations=activations, data=data, calib=calib, dla=dla,
         allow_widen=allow_widen, output=output, jetpack=jetpack, block_size=block_size, method=method,
         dla_core=dla_core, shapes=parse_shapes(shape) or None, samples=samples, batch_size=batch_size,
-        build_engine=build_engine, progress=not (quiet or as_json), force=force,
+        build_engine=build_engine, progress=not (quiet or as_json), force=force, tokenizer=tokenizer,
+        context_length=context_length,
     )
     if as_json:
         echo_json(result)

@@ -33,6 +33,7 @@ from edgeq.targets import PrecisionPlan, TargetProfile, check_plan, load_target
 
 if TYPE_CHECKING:
     from edgeq.data.source import DataSource
+    from edgeq.graph.decoder import DecoderInfo
 
 
 def export_bundle(
@@ -56,17 +57,22 @@ def export_bundle(
     build_engine: bool = False,
     progress: bool = True,
     force: bool = False,
+    tokenizer: str | Path | None = None,
+    context_length: int | None = None,
 ) -> ExportResult:
     """Quantize (if asked), fit to ``target``, verify, and write the bundle folder atomically.
 
     ``force`` replaces an ``output`` folder that is not provably an edgeq bundle of its own files.
+    For a KV-cache decoder the bundle also carries ``tokenizer`` (else one found beside the model),
+    the generation settings and the KV layout (``export.decoder``); ``context_length`` (default:
+    what the model states) sizes the KV cache in the plan's memory check.
     """
     from edgeq.frontends.resolve import refuse_outputs_over_inputs, resolve_model
     from edgeq.graph.io import load_model
 
     model_path = Path(model_path)
     output = Path(output)
-    paths: list[str | Path | None] = [p for p in (data, calib) if isinstance(p, (str, Path))]
+    paths: list[str | Path | None] = [p for p in (data, calib, tokenizer) if isinstance(p, (str, Path))]
     refuse_outputs_over_inputs({"-o": output}, model_path, paths, folders=("-o",))
     if model_path.is_dir() and (model_path / "manifest.json").is_file():
         from edgeq.export.readback import check_bundle_input
@@ -76,14 +82,22 @@ def export_bundle(
     _check_output(output, force)
     onnx_path = resolve_model(model_path)  # a file.py:factory spec: its checked, cached export
     model = load_model(onnx_path)
+    decoder = _decoder_info(model, onnx_path)
     formats = model_formats(model)
     weights, activations, block_size = _precision_from_model(model_path, formats, profile, weights, activations, block_size)
     if build_engine:
         _check_engine_build(profile)
     plan = _plan(profile, formats, weights, activations, dla, allow_widen, block_size, jetpack, dla_core)
     source, table, notes = calibration_inputs(data, calib, model, onnx_path, formats, plan, samples, batch_size)
-    feeds, build_shapes, inputs_text, shape_notes = _verification_inputs(model, shapes, source)
+    feeds, build_shapes, inputs_text, shape_notes = _verification_inputs(model, shapes, source, decoder)
     notes += shape_notes
+    tokenizer_path = None
+    if decoder is not None:
+        from edgeq.export.decoder import find_tokenizer
+
+        tokenizer_path = find_tokenizer(model_path, Path(tokenizer) if tokenizer is not None else None)
+    elif tokenizer is not None:
+        raise ConfigError(f"--tokenizer: {model_path} is not a KV-cache decoder; a tokenizer goes only with one")
 
     # 1. The quantized model that goes in (the reference the bundle must match).
     reference = reference_model(model, model_path, formats, plan, profile, method, source, table, progress)
@@ -93,6 +107,11 @@ def export_bundle(
     # 2. Into containers the target's runtime has.
     fitted = fit_to_target(bundle_model, plan, profile, allow_widen)
     notes += fitted.notes
+    decoder_block = None
+    if decoder is not None:
+        decoder_block, decoder_notes = _decoder_block(bundle_model, model_path, decoder, context_length, tokenizer_path,
+                                                      profile, plan)
+        notes += decoder_notes
 
     # 3. Checks: TensorRT lint, then onnxruntime against the reference.
     lint = check_tensorrt_lint(bundle_model, profile, model_path)
@@ -108,8 +127,46 @@ def export_bundle(
         result.build_command = trtexec_command(plan, profile.memory.workspace_mib, dynamic or None)
 
     # 4. The folder, in one atomic step.
-    write_bundle(output, bundle_model, profile, plan, result, build_shapes, dynamic, reference.cache_text, build_engine)
+    write_bundle(output, bundle_model, profile, plan, result, build_shapes, dynamic, reference.cache_text, build_engine,
+                 decoder_block, tokenizer_path)
     return result
+
+
+def _decoder_info(model: onnx.ModelProto, onnx_path: Path) -> DecoderInfo | None:
+    """The decoder facts (``genai_config.json`` beside the model included), or None for other models."""
+    from edgeq.graph.decoder import describe_decoder
+    from edgeq.graph.passes.base import to_ir
+
+    return describe_decoder(to_ir(model), folder=onnx_path.parent)
+
+
+def _decoder_block(
+    model: onnx.ModelProto, model_path: Path, info: DecoderInfo, context_length: int | None, tokenizer: Path | None,
+    profile: TargetProfile, plan: PrecisionPlan,
+) -> tuple[dict[str, Any], list[str]]:
+    """The manifest's decoder block and the plan's decoder notes (a refusal where it does not fit)."""
+    from edgeq.export.decoder import decoder_section
+    from edgeq.graph.inspect import tensor_nbytes
+    from edgeq.targets.decoder_plan import check_decoder_plan
+
+    stated = info.context_length
+    if context_length is not None and context_length < 1:
+        raise ConfigError(f"--context-length must be at least 1, got {context_length}")
+    if context_length is not None and stated is not None and context_length > stated:
+        raise ConfigError(f"--context-length {context_length}: {model_path} holds at most {stated} positions "
+                          f"({info.sources.get('context_length', 'model')})")
+    context = context_length or stated
+    if context is None:
+        raise ConfigError(f"{model_path}: nothing states the decoder's context length (genai_config.json, metadata, "
+                          "rotary cache); pass --context-length N")
+    block = decoder_section(model, model_path, info, context, tokenizer)
+    weights = sum(tensor_nbytes(t) for t in model.graph.initializer)
+    notes = check_decoder_plan(profile, plan, block["kv"]["bytes_per_token"], context, weights)
+    if profile.uses_tensorrt:
+        notes.append("build.sh builds the decoder at the verification shapes only; a TensorRT engine for generation "
+                     "needs profiles over the past length, which edgeq does not write yet (edgeq-run generate runs "
+                     "the ONNX with onnxruntime)")
+    return block, notes
 
 
 def _check_output(output: Path, force: bool) -> None:
@@ -191,12 +248,16 @@ def _plan(
 
 
 def _verification_inputs(
-    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, source: DataSource | None
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, source: DataSource | None,
+    decoder: DecoderInfo | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[int]], str, list[str]]:
-    """(feeds, build shapes, what the feeds are, notes): one data sample, else synthetic inputs."""
+    """(feeds, build shapes, what the feeds are, notes): one data sample, else synthetic inputs
+    (a decoder's past and mask synthesised beside the sample's tokens when the data lacks them)."""
     sample = next(iter(source.batches(1)), None) if source is not None else None
-    build_shapes, notes = resolve_shapes(model, shapes, sample)
+    build_shapes, notes = resolve_shapes(model, shapes, sample, decoder)
     feeds = dict(sample) if sample is not None else synthetic_feeds(model, build_shapes)
+    if sample is not None and decoder is not None:
+        feeds = {**synthetic_feeds(model, build_shapes), **feeds}
     inputs_text = f"1 sample of {source.origin}" if sample is not None and source is not None else "synthetic inputs"
     return feeds, build_shapes, inputs_text, list(notes)
 

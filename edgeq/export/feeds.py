@@ -9,13 +9,20 @@ runs on deterministic synthetic inputs, with ids kept inside the table a Gather 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from edgeq.errors import ConfigError, UnsupportedError
 
+if TYPE_CHECKING:
+    from edgeq.graph.decoder import DecoderInfo
+
 DEFAULT_SEQUENCE = 128  # build/verification length of a dynamic non-batch dimension nobody gave
+# A KV-cache decoder is verified on a decode step after a short past: both lengths small, and
+# consistent with each other (attention_mask spans past + new tokens, position_ids continue the past).
+DECODER_PAST, DECODER_SEQUENCE = 4, 4
 
 
 def value_dims(value: onnx.ValueInfoProto) -> list[int | str]:
@@ -51,13 +58,20 @@ def parse_shapes(specs: Sequence[str]) -> dict[str, list[int]]:
 
 
 def resolve_shapes(
-    model: onnx.ModelProto, given: Mapping[str, Sequence[int]] | None, sample: Mapping[str, np.ndarray] | None
+    model: onnx.ModelProto, given: Mapping[str, Sequence[int]] | None, sample: Mapping[str, np.ndarray] | None,
+    decoder: DecoderInfo | None = None,
 ) -> tuple[dict[str, list[int]], list[str]]:
-    """A concrete shape per input: ``--shape``, else the data's (batch 1), else 1 / 128 for dynamic dims."""
+    """A concrete shape per input: ``--shape``, else the data's (batch 1), else 1 / 128 for dynamic dims.
+
+    For a KV-cache ``decoder`` the dims come from its facts instead (``decoder_shapes``): a 128
+    guessed for a head size or a past length nobody gave is a graph that cannot run.
+    """
     shapes: dict[str, list[int]] = {}
     notes: list[str] = []
     assumed: list[str] = []
     inputs = graph_inputs(model)
+    if decoder is not None:
+        given = {**decoder_shapes(model, decoder, given, sample), **(given or {})}
     names = {v.name for v in inputs}
     for name in given or {}:
         if name not in names:
@@ -94,6 +108,41 @@ def resolve_shapes(
     return shapes, notes
 
 
+def decoder_shapes(
+    model: onnx.ModelProto, decoder: DecoderInfo, given: Mapping[str, Sequence[int]] | None,
+    sample: Mapping[str, np.ndarray] | None,
+) -> dict[str, list[int]]:
+    """Shapes of a decoder's standard inputs that agree with each other and with ``decoder``.
+
+    The new tokens are ``--shape input_ids``'s (else the data's with no past, else
+    ``DECODER_SEQUENCE`` after ``DECODER_PAST`` cached ones); ``attention_mask`` spans past + new,
+    the past tensors are [1, KV heads, past, head size]. A head count or size the graph leaves
+    dynamic and no source states is refused: no guess makes such a graph run.
+    """
+    ids = (given or {}).get("input_ids")
+    if ids is None and sample is not None and "input_ids" in sample:
+        seq, past = int(np.asarray(sample["input_ids"]).shape[-1]), 0
+    else:
+        seq, past = (int(ids[-1]) if ids is not None else DECODER_SEQUENCE), DECODER_PAST
+    shapes: dict[str, list[int]] = {}
+    for value in graph_inputs(model):
+        dims = value_dims(value)
+        name = value.name
+        if name in ("input_ids", "position_ids") and len(dims) == 2:
+            shapes[name] = [1, seq]
+        elif name == "attention_mask" and len(dims) == 2:
+            shapes[name] = [1, past + seq]
+        elif name.startswith("past_key_values.") and len(dims) == 4:
+            heads = dims[1] if isinstance(dims[1], int) else decoder.kv_heads
+            size = dims[3] if isinstance(dims[3], int) else decoder.head_size
+            if heads is None or size is None:
+                what = "KV heads" if heads is None else "head size"
+                raise ConfigError(f"{name}: the {what} is dynamic ({dims}) and nothing states it (graph, attention "
+                                  "attributes, genai_config.json); pass --shape " + name + ":1xHEADSx4xSIZE")
+            shapes[name] = [1, int(heads), past, int(size)]
+    return shapes
+
+
 def _gather_rows(model: onnx.ModelProto, name: str) -> int | None:
     """Rows of the table an integer input indexes (so synthetic ids stay in range)."""
     inits = {t.name: t for t in model.graph.initializer}
@@ -107,7 +156,8 @@ def _gather_rows(model: onnx.ModelProto, name: str) -> int | None:
 
 
 def synthetic_feeds(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic inputs: normal floats, in-range ids for lookups, ones for other integers.
+    """Deterministic inputs: normal floats, in-range ids for lookups, ones for other integers,
+    and ``position_ids`` that continue the past (``attention_mask`` [1, total] minus the new tokens).
 
     Shapes whose inputs would not fit in a quarter of the available memory are refused first.
     """
@@ -124,7 +174,10 @@ def synthetic_feeds(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]],
     for value in graph_inputs(model):
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         shape = tuple(shapes[value.name])
-        if np.issubdtype(dtype, np.floating):
+        if value.name == "position_ids" and len(shape) == 2 and "attention_mask" in shapes:
+            past = int(shapes["attention_mask"][-1]) - shape[1]
+            feeds[value.name] = np.broadcast_to(np.arange(past, past + shape[1]), shape).astype(dtype)
+        elif np.issubdtype(dtype, np.floating):
             feeds[value.name] = rng.standard_normal(shape).astype(dtype)
         elif np.issubdtype(dtype, np.integer):
             rows = _gather_rows(model, value.name)

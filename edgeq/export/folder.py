@@ -7,9 +7,11 @@ its timing cache when the engine is built here, ``build.sh`` for TensorRT boards
 
 from __future__ import annotations
 
+import shutil
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -30,6 +32,8 @@ def write_bundle(
     dynamic: Mapping[str, Sequence[int]],
     cache_text: str | None,
     build_engine: bool,
+    decoder: dict[str, Any] | None = None,
+    tokenizer: Path | None = None,
 ) -> None:
     """Write every file of the bundle into ``output`` (replacing it only if all succeed).
 
@@ -46,6 +50,11 @@ def write_bundle(
         if cache_text is not None:
             (tmp / CACHE_NAME).write_text(cache_text, encoding="utf-8")
             files.append(CACHE_NAME)
+        if tokenizer is not None:
+            from edgeq.export.decoder import TOKENIZER_NAME
+
+            shutil.copyfile(tokenizer, tmp / TOKENIZER_NAME)
+            files.append(TOKENIZER_NAME)
         engine_name = None
         trt_version = None
         if build_engine:
@@ -62,7 +71,7 @@ def write_bundle(
         files.append(README_NAME)
         result.files = [*files, "manifest.json"]
         (tmp / README_NAME).write_text(render_readme(profile, plan, result, build_shapes), encoding="utf-8")
-        write_manifest(tmp, files, model, profile, plan, result, dynamic, engine_name, trt_version)
+        write_manifest(tmp, files, model, profile, plan, result, dynamic, engine_name, trt_version, decoder)
 
 
 def _write_build_script(

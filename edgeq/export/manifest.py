@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgeq.errors import ConfigError
 from edgeq.export.feeds import graph_inputs, value_dims
 from edgeq.export.layout import CACHE_NAME, MODEL_NAME
 from edgeq.export.result import ExportResult
@@ -104,8 +105,12 @@ def precision_section(plan: PrecisionPlan, result: ExportResult) -> dict[str, An
 def write_manifest(
     folder: Path, files: list[str], model: onnx.ModelProto, profile: TargetProfile, plan: PrecisionPlan,
     result: ExportResult, dynamic: Mapping[str, Sequence[int]], engine: str | None, trt_version: str | None,
+    decoder: Mapping[str, Any] | None = None,
 ) -> None:
-    """``folder/manifest.json`` describing ``files`` (already written in ``folder``)."""
+    """``folder/manifest.json`` describing ``files`` (already written in ``folder``); ``decoder`` is the
+    decoder block (``export.decoder.decoder_section``), validated by the runtime's own reader."""
+    from edgeq_runtime.decoder_spec import DecoderSpec
+    from edgeq_runtime.errors import BundleError
     from edgeq_runtime.manifest import Manifest, utc_now_iso
 
     from edgeq.graph.opset import opset_version
@@ -121,4 +126,9 @@ def write_manifest(
         engine=engine,
         created=utc_now_iso(),
     )
+    if decoder is not None:
+        try:
+            manifest.decoder = DecoderSpec.from_dict(dict(decoder), "decoder block")
+        except BundleError as exc:
+            raise ConfigError(str(exc)) from None
     manifest.write(folder)

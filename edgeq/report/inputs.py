@@ -15,7 +15,7 @@ from typing import Any
 from edgeq.errors import ConfigError
 
 BENCHMARK_SCHEMA = "edgeq_runtime.BenchmarkResult"
-BENCHMARK_VERSION = 1
+BENCHMARK_VERSION = 2  # 2: the optional decoder block (per-token benchmarks of decoder bundles)
 COMPARE_TYPE = "edgeq.CompareResult"
 COMPARE_VERSION = 1
 DECODER_COMPARE_TYPE = "edgeq.DecoderCompareResult"
@@ -178,6 +178,10 @@ def normalize_benchmark(result: Any, where: str = "benchmark result") -> dict[st
         )
     out["ops"] = sorted(clean_ops, key=lambda op: -op["total_ms"])
 
+    decoder = raw.get("decoder")
+    if decoder is not None and not (isinstance(decoder, dict) and isinstance(decoder.get("prefill_ms", {}), dict)):
+        raise ConfigError(f"{where}: decoder must be an object with prefill_ms per prompt length")
+    out["decoder"] = decoder
     energy = raw.get("energy")
     if energy is None:
         out["energy"] = _unavailable_energy("not measured: the benchmark result has no energy section")

@@ -227,8 +227,9 @@ def top_ops(plot_id: str, ops: Sequence[dict[str, Any]], top: int = 12) -> str:
         return _to_svg(fig, plot_id, "Ops that take the most time")
 
 
-def power_trace(plot_id: str, energy: dict[str, Any]) -> str:
-    """Power over the whole run, the measured window shaded, idle and average power marked."""
+def power_trace(plot_id: str, energy: dict[str, Any], events_s: Sequence[float] | None = None) -> str:
+    """Power over the whole run, the measured window shaded, idle and average power marked;
+    ``events_s`` (sensor-clock times, e.g. each generated token) as ticks along the bottom."""
     t = np.asarray(energy["trace"]["t_s"], dtype=np.float64)
     p = np.asarray(energy["trace"]["power_w"], dtype=np.float64)
     window = energy.get("measured_window_s")
@@ -251,6 +252,10 @@ def power_trace(plot_id: str, energy: dict[str, Any]) -> str:
                     interpolate=True, label="energy above idle",
                 )
         ax.plot(t, p, color=BLUE, linewidth=1.1, label="power", drawstyle="steps-post")
+        if events_s:
+            ax.plot(np.asarray(events_s, dtype=np.float64) - origin, np.zeros(len(events_s)), linestyle="none",
+                    marker="|", markersize=6, color=INK, alpha=0.5, transform=ax.get_xaxis_transform(),
+                    label="tokens")
         if idle is not None:
             ax.axhline(idle, color=MUTED, linestyle="--", linewidth=1.1, label=f"idle {idle:.2f} W")
         if average is not None and window:
@@ -364,3 +369,29 @@ def tradeoff(
         _place_labels(ax, fig, xs, ys, [pt["name"] for pt in points], 8.5)
         what = "size" if cost == "size" else "latency"
         return _to_svg(fig, plot_id, f"{metric_label} against {what}, Pareto front marked")
+
+
+def prefill_by_length(plot_id: str, prefill_ms: dict[str, dict[str, Any]]) -> str:
+    """Prefill time (p50, with min-max whiskers) against prompt length, and per prompt token."""
+    lengths = np.array([int(k) for k in prefill_ms], dtype=np.float64)
+    p50 = np.array([float(v["p50"]) for v in prefill_ms.values()])
+    low = np.array([float(v["min"]) for v in prefill_ms.values()])
+    high = np.array([float(v["max"]) for v in prefill_ms.values()])
+    with _figure(plot_id, 6.0, 3.0) as fig:
+        ax = fig.add_subplot()
+        ax.errorbar(lengths, p50, yerr=[p50 - low, high - p50], color=BLUE, marker="o", markersize=4, capsize=3,
+                    linewidth=1.2, label="prefill p50 (min–max)")
+        ax.set_xlabel("prompt length (tokens)")
+        ax.set_ylabel("prefill (ms)")
+        ax.set_ylim(bottom=0)
+        per = ax.twinx()
+        per.grid(False)
+        per.spines["right"].set_visible(True)
+        per.plot(lengths, p50 / lengths * 1000.0, color=ORANGE, marker="s", markersize=3, linestyle="--",
+                 linewidth=1.0, label="per prompt token (µs)")
+        per.set_ylabel("µs per prompt token")
+        per.set_ylim(bottom=0)
+        handles, labels = ax.get_legend_handles_labels()
+        h2, l2 = per.get_legend_handles_labels()
+        fig.legend(handles + h2, labels + l2, loc="outside upper center", ncols=2, fontsize=8)
+        return _to_svg(fig, plot_id, "Prefill time against prompt length")

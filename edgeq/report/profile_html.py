@@ -6,6 +6,7 @@ from typing import Any
 
 from edgeq.report import plots
 from edgeq.report.formatting import DASH, fmt_ms, fmt_number, is_number
+from edgeq.report.generation_html import decoder_block, decoder_tiles, token_times
 from edgeq.report.inputs import LATENCY_KEYS
 from edgeq.report.markup import breakable, definition_list, esc, figure, flat_items, muted, shorten, tile
 
@@ -192,11 +193,13 @@ def _energy_block(section: dict[str, Any], pid: str) -> str:
         )
     trace = energy["trace"]
     if trace["t_s"]:
+        tokens = token_times(section["benchmark"])
         fig = figure(
-            plots.power_trace(f"{pid}-power", energy),
+            plots.power_trace(f"{pid}-power", energy, tokens),
             f"{pid}-power",
             "<strong>Power over the run.</strong> Grey band between dotted lines: the measured window (energy is integrated "
-            "there); dashed: idle power measured before the run; shaded: energy above idle.",
+            "there); dashed: idle power measured before the run; shaded: energy above idle."
+            + (f" Ticks: the {len(tokens):,} measured tokens, where each one ended." if tokens else ""),
         )
         body = f'<div class="plots">{fig}<div>{definition_list(rows)}</div></div>'
     else:
@@ -207,12 +210,16 @@ def _energy_block(section: dict[str, Any], pid: str) -> str:
 def render_profile(section: dict[str, Any], pid: str) -> str:
     """A ``profile`` section: header, headline tiles, then latency, top ops and energy."""
     energy = section["benchmark"]["energy"]
+    decoder = section["benchmark"].get("decoder")
     notice = ""
     if not energy["available"]:
         notice = f'<div class="notice"><strong>Energy not measured:</strong> {esc(energy["reason"])}</div>'
+    tiles = decoder_tiles(decoder) if decoder else ""
+    generation = decoder_block(decoder, pid) if decoder else ""
+    ops = "" if decoder and not section["benchmark"]["ops"] else _ops_block(section, pid)
     return (
         f'<section class="report-section profile" id="{esc(pid)}"><h2>{esc(section["title"])}</h2>'
-        f"{_profile_header(section)}{_profile_tiles(section)}{notice}"
-        f"{_latency_block(section, pid)}{_ops_block(section, pid)}{_energy_block(section, pid)}</section>"
+        f"{_profile_header(section)}{_profile_tiles(section)}{tiles}{notice}"
+        f"{generation}{_latency_block(section, pid)}{ops}{_energy_block(section, pid)}</section>"
     )
 

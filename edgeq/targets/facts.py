@@ -123,3 +123,17 @@ def parse_version(text: str, source: str = "version") -> tuple[int, ...]:
 def format_version(version: tuple[int, ...]) -> str:
     """``(10, 3)`` -> ``"10.3"``, as TensorRT versions are written in messages."""
     return ".".join(str(v) for v in version)
+
+# ---- decoders: which weight-only formats a runtime executes -------------------------------------
+# MatMulNBits bits per onnxruntime execution provider. 4 bits: the op's first kernels, CPU and CUDA
+# (microsoft/onnxruntime#17890, 2023-10). 2 bits on the CPU: microsoft/onnxruntime#25582 ("Enable
+# 2bit CPU matmul fallback", merged 2025-07-29; dequantizes to fp32). 2 bits on CUDA:
+# microsoft/onnxruntime#32693 ("[CUDA] Add 2-bit MatMulNBits support", merged 2026-09-18); CUDA
+# builds before it accept only 4 and 8 bits. Which release first shipped #32693 is not checked here.
+ORT_MATMULNBITS_2BIT_SOURCE = {
+    "cpu": "microsoft/onnxruntime#25582 (merged 2025-07-29)",
+    "cuda": "microsoft/onnxruntime#32693 (merged 2026-09-18); older CUDA builds run only 4 and 8 bits",
+}
+# INT4 block-quantized DequantizeLinear weights under TensorRT: TRT_MIN_VERSION["int4_weight_only"]
+# (10.0) above. A decoder's memory on a board is its weights plus the KV cache at the context it is
+# run with (2 x layers x KV heads x head size x dtype bytes per token), in the board's unified memory.

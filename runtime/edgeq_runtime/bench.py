@@ -28,11 +28,10 @@ import numpy as np
 
 from edgeq_runtime import __version__
 from edgeq_runtime.device import device_info
-from edgeq_runtime.energy import MIN_SENSOR_PERIODS, window_energy
+from edgeq_runtime.energy import MIN_SENSOR_PERIODS, open_sampler, start_with_idle, window_energy
 from edgeq_runtime.errors import BundleError
 from edgeq_runtime.inputs import resolve_shapes, synthesize_inputs, validate_feeds
-from edgeq_runtime.power import PowerSource, discover
-from edgeq_runtime.power.sampler import PowerSampler
+from edgeq_runtime.power import PowerSource
 from edgeq_runtime.result import BenchmarkResult, EnergyResult
 from edgeq_runtime.session import Session
 from edgeq_runtime.stats import LATENCY_KEYS, latency_stats
@@ -126,41 +125,33 @@ def benchmark(
     power_root: Union[str, Path] = "/",
     power_source: Optional[PowerSource] = None,
     clock: Callable[[], float] = time.perf_counter,
+    decoder_options: Optional[Mapping[str, Any]] = None,
 ) -> BenchmarkResult:
     """Measure ``session``; ``duration`` (seconds) replaces ``iterations`` when given
     (``iterations=None`` without a duration means the default 200).
 
     ``power_source`` overrides discovery under ``power_root`` (the caller then owns and closes it);
     ``clock`` times the power trace (latencies always use ``time.perf_counter``).
+    A decoder bundle is measured per token instead (``bench_decoder``): ``warmup`` and
+    ``iterations`` count decode steps, ``decoder_options`` holds its other settings
+    (``prompt_lengths``, ``prefill_runs``).
     """
     if iterations is None:
         iterations = 200
     _check_options(warmup, iterations, duration, energy, idle_s)
+    if session.manifest is not None and session.manifest.decoder is not None:
+        return _benchmark_decoder(session, warmup, iterations, duration, batch, feeds, energy, idle_s, power_root,
+                                  power_source, clock, decoder_options)
     run_feeds, batch_size = _prepare_feeds(session, batch, feeds, shapes)
     run = session.run_unchecked
 
-    source: Optional[PowerSource] = None
-    reason: Optional[str] = None
-    owns_source = False
-    if energy == "none":
-        reason = "energy measurement disabled (--energy none)"
-    elif power_source is not None:
-        source = power_source
-    else:
-        source, reason = discover(power_root)
-        owns_source = source is not None
-    sampler = PowerSampler(source, clock=clock) if source is not None else None
+    source, sampler, reason, owns_source = open_sampler(energy, power_source, power_root, clock)
 
     trace_ms: List[float] = []
     idle_window: Optional[List[float]] = None
     run_window: Optional[List[float]] = None
     try:
-        if sampler is not None:
-            sampler.start()
-            if idle_s > 0:
-                start = sampler.mark()
-                time.sleep(idle_s)
-                idle_window = [start, sampler.mark()]
+        idle_window = start_with_idle(sampler, idle_s)
         for _ in range(warmup):
             t0 = time.perf_counter()
             run(run_feeds)
@@ -210,3 +201,19 @@ def benchmark(
         ops=ops,
         energy=energy_result,
     )
+
+
+def _benchmark_decoder(
+    session: Session, warmup: int, iterations: int, duration: Optional[float], batch: Optional[int],
+    feeds: Optional[Mapping[str, np.ndarray]], energy: str, idle_s: float, power_root: Union[str, Path],
+    power_source: Optional[PowerSource], clock: Callable[[], float], options: Optional[Mapping[str, Any]],
+) -> BenchmarkResult:
+    """The per-token benchmark of a decoder bundle; options that mean nothing there are refused."""
+    from edgeq_runtime.bench_decoder import benchmark_decoder
+
+    for given, name in ((duration, "--duration"), (batch, "--batch"), (feeds, "--feeds")):
+        if given is not None:
+            raise BundleError(name + " does not apply to a decoder bundle (measured per token: --warmup and "
+                              "--iterations count tokens, --prompt-lengths sets the prefills)")
+    return benchmark_decoder(session, warmup=warmup, tokens=iterations, energy=energy, idle_s=idle_s,
+                             power_root=power_root, power_source=power_source, clock=clock, **dict(options or {}))

@@ -54,9 +54,82 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--power-root", default="/", help=argparse.SUPPRESS)  # fixture trees in tests
     bench.add_argument("--top-ops", type=int, default=10, help="ops to list from the profiling pass; 0 disables it")
     bench.add_argument("--cache-dir", default=None, help="where built TensorRT engines are cached")
+    bench.add_argument("--prompt-lengths", default=None, metavar="16,64,128",
+                       help="decoder bundles: prompt lengths whose prefill is timed (default 16,64,128)")
+    bench.add_argument("--prefill-runs", type=int, default=3, help="decoder bundles: timed prefills per length")
     bench.add_argument("--json", default=None, metavar="OUT.json", help="also write the result record here")
     bench.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    gen = commands.add_parser(
+        "generate", help="generate text with a decoder bundle, printed as it is made",
+        description="Generate with a KV-cache decoder bundle. Greedy unless --temperature > 0. Text in and out "
+        "needs the bundle's tokenizer and the tokenizers package; --ids works without either.",
+    )
+    gen.add_argument("path", help="decoder bundle folder (edgeq export of a KV-cache model)")
+    prompt = gen.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", default=None, help="text prompt (needs the bundle's tokenizer)")
+    prompt.add_argument("--ids", default=None, help="prompt as comma-separated token ids; prints ids")
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate at most (default 64)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    gen.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    gen.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set holding this mass")
+    gen.add_argument("--seed", type=int, default=None, help="seed of the sampler (reproducible runs)")
+    stops = gen.add_mutually_exclusive_group()
+    stops.add_argument("--stop-id", type=int, action="append", default=None,
+                       help="stop at this token id (repeatable; replaces the bundle's EOS ids)")
+    stops.add_argument("--ignore-eos", action="store_true", help="never stop before --max-new-tokens")
+    gen.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    gen.add_argument("--json", default=None, metavar="OUT.json", help="also write the generation record here")
     return parser
+
+
+def _decoder_options(args: argparse.Namespace) -> dict:
+    options: dict = {"prefill_runs": args.prefill_runs}
+    if args.prompt_lengths is not None:
+        options["prompt_lengths"] = _parse_ids(args.prompt_lengths, "--prompt-lengths")
+    return options
+
+
+def _parse_ids(text: str, option: str = "--ids") -> List[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise BundleError(option + ": expected comma-separated integers like 1,42,7, got " + repr(text)) from None
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import json
+
+    from edgeq_runtime.generate import Token
+    from edgeq_runtime.session import Session
+
+    if args.json:
+        from pathlib import Path
+
+        from edgeq_runtime._fileio import names_an_input
+
+        clash = names_an_input(args.json, [Path(args.path)])  # the bundle folder and everything in it
+        if clash is not None:
+            raise BundleError("--json " + str(args.json) + ": that would replace the input " + str(clash)
+                              + "; choose another path")
+    ids = _parse_ids(args.ids) if args.ids is not None else None
+    stop_ids = [] if args.ignore_eos else args.stop_id
+    with Session(args.path, backend="ort", threads=args.threads) as session:
+        text_out = ids is None
+
+        def show(token: Token) -> None:
+            piece = token.text if text_out else str(token.id) + " "
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        result = session.generate(args.prompt, ids, args.max_new_tokens, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop_ids=stop_ids, on_token=show)
+    sys.stdout.write("\n")
+    if args.json:
+        from edgeq_runtime._fileio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -100,6 +173,7 @@ def _bench(args: argparse.Namespace) -> int:
             feeds=feeds,
             shapes=shapes,
             power_root=args.power_root,
+            decoder_options=_decoder_options(args),
         )
     if args.json:
         result.save(args.json)
@@ -118,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        return _bench(args)
+        return _generate(args) if args.command == "generate" else _bench(args)
     except BundleError as exc:
         print("error: " + str(exc), file=sys.stderr)
         return exc.exit_code

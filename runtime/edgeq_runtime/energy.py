@@ -8,13 +8,46 @@ matching ``throughput_per_s``. An idle window recorded before the run gives the 
 
 from __future__ import annotations
 
-from typing import List, Optional
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple, Union
 
-from edgeq_runtime.power import PowerSource
+from edgeq_runtime.power import PowerSource, discover
 from edgeq_runtime.power.sampler import PowerSampler
 from edgeq_runtime.result import EnergyResult
 
 MIN_SENSOR_PERIODS = 10
+
+
+def open_sampler(
+    energy: str, power_source: Optional[PowerSource], power_root: Union[str, Path],
+    clock: Callable[[], float] = time.perf_counter,
+) -> Tuple[Optional[PowerSource], Optional[PowerSampler], Optional[str], bool]:
+    """(source, sampler, why there is none, whether the caller must close the source).
+
+    ``energy == "none"`` measures nothing; a given ``power_source`` is used as is (its owner
+    closes it); otherwise the sensors under ``power_root`` are discovered.
+    """
+    if energy == "none":
+        return None, None, "energy measurement disabled (--energy none)", False
+    if power_source is not None:
+        return power_source, PowerSampler(power_source, clock=clock), None, False
+    source, reason = discover(power_root)
+    if source is None:
+        return None, None, reason, False
+    return source, PowerSampler(source, clock=clock), None, True
+
+
+def start_with_idle(sampler: Optional[PowerSampler], idle_s: float) -> Optional[List[float]]:
+    """Start ``sampler`` (if any) and record ``idle_s`` seconds of idle: that window, or None."""
+    if sampler is None:
+        return None
+    sampler.start()
+    if idle_s <= 0:
+        return None
+    start = sampler.mark()
+    time.sleep(idle_s)
+    return [start, sampler.mark()]
 
 
 def window_energy(

@@ -8,7 +8,7 @@ listed with its sha256: a bundle copied half-way or edited by hand is refused be
 
 JSON form::
 
-    {"schema": "edgeq.bundle", "schema_version": 1,
+    {"schema": "edgeq.bundle", "schema_version": 2,
      "model": "model.onnx",
      "files": [{"path": "model.onnx", "sha256": "<64 hex>", "bytes": 1234}, ...],
      "inputs": [{"name": "input", "dtype": "float32", "shape": ["batch", 3, 224, 224]}],
@@ -31,6 +31,10 @@ Documented ``target`` keys (all optional, others are kept as written):
 
 Compatibility: a reader refuses another ``schema`` and any ``schema_version`` newer than its own;
 unknown top-level keys are refused too, because a new field means a new version.
+
+Version 2 adds ``decoder`` (``edgeq_runtime.decoder_spec``: KV layout, tokenizer file, generation
+settings) for KV-cache decoders; it is null or absent otherwise, and version 1 manifests (which
+cannot have it) are still read.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from edgeq_runtime._fileio import atomic_write_text, sha256_file
+from edgeq_runtime.decoder_spec import DecoderSpec
 from edgeq_runtime.errors import BundleError
 
 __all__ = [
@@ -185,7 +190,7 @@ class Manifest:
     """What the runtime needs to know about a bundle, and nothing the toolkit cannot vouch for."""
 
     SCHEMA = "edgeq.bundle"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     model: str
     files: List[FileEntry]
@@ -196,6 +201,8 @@ class Manifest:
     tool_versions: Dict[str, Any] = field(default_factory=dict)
     engine: Optional[str] = None
     created: str = ""
+    decoder: Optional[DecoderSpec] = None
+    schema_version: int = SCHEMA_VERSION  # the version it was read as (written: always the newest)
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -211,6 +218,7 @@ class Manifest:
             "tool_versions": self.tool_versions,
             "engine": self.engine,
             "created": self.created,
+            "decoder": self.decoder.to_dict() if self.decoder is not None else None,
         }
 
     def to_json(self) -> str:
@@ -236,7 +244,7 @@ class Manifest:
                 + str(cls.SCHEMA_VERSION) + "); upgrade edgeq-runtime on the device",
             )
         known = ("schema", "schema_version", "model", "files", "inputs", "outputs", "precision", "target",
-                 "tool_versions", "engine", "created")
+                 "tool_versions", "engine", "created") + (("decoder",) if version >= 2 else ())
         _no_unknown_keys(data, known, source, "manifest")
         for key in ("model", "files", "inputs", "outputs"):
             if key not in data:
@@ -268,7 +276,11 @@ class Manifest:
         if engine is not None:
             engine = _check_relative_path(engine, source, "engine")
         # Everything the runtime loads is covered by a checksum.
-        for role, path in (("model", model), ("engine", engine)):
+        decoder = DecoderSpec.from_dict(data["decoder"], source) if data.get("decoder") is not None else None
+        tokenizer = decoder.tokenizer if decoder is not None else None
+        if tokenizer is not None:
+            _check_relative_path(tokenizer, source, "decoder.tokenizer")
+        for role, path in (("model", model), ("engine", engine), ("decoder.tokenizer", tokenizer)):
             if path is not None and path not in seen:
                 raise _fail(source, role + " " + repr(path) + " is not listed in 'files' (every loaded file needs a sha256)")
 
@@ -296,6 +308,8 @@ class Manifest:
             tool_versions=_dict_field(data, "tool_versions", source),
             engine=engine,
             created=created,
+            decoder=decoder,
+            schema_version=version,
         )
 
     @classmethod

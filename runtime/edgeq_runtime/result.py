@@ -65,7 +65,7 @@ class BenchmarkResult:
     """One benchmark run; ``to_json`` is the record the report and other tools read."""
 
     SCHEMA = "edgeq_runtime.BenchmarkResult"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2  # 2: the optional ``decoder`` block (``bench_decoder``); 1 is still read
 
     model: str
     backend: str
@@ -82,6 +82,7 @@ class BenchmarkResult:
     warmup_iterations: int
     ops: List[Dict[str, Any]]
     energy: EnergyResult
+    decoder: Optional[Dict[str, Any]] = None  # decoder bundles: prefill, tokens/s, memory, energy per token
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class BenchmarkResult:
             "warmup_iterations": self.warmup_iterations,
             "ops": [dict(op) for op in self.ops],
             "energy": self.energy.to_dict(),
+            "decoder": dict(self.decoder) if self.decoder is not None else None,
         }
 
     def to_json(self, indent: Optional[int] = 2) -> str:
@@ -118,12 +120,15 @@ class BenchmarkResult:
         if not isinstance(version, int) or version > cls.SCHEMA_VERSION:
             raise BundleError(source + ": " + cls.SCHEMA + " schema_version " + repr(version) + " is newer than this "
                               "edgeq-runtime reads (" + str(cls.SCHEMA_VERSION) + ")")
-        fields = [f for f in cls.__dataclass_fields__ if f != "energy"]
-        missing = [f for f in cls.__dataclass_fields__ if f not in data]
+        fields = [f for f in cls.__dataclass_fields__ if f not in ("energy", "decoder")]
+        missing = [f for f in [*fields, "energy"] if f not in data]
         if missing:
             raise BundleError(source + ": " + cls.SCHEMA + " record lacks " + ", ".join(missing))
         values = {f: data[f] for f in fields}
-        return cls(energy=EnergyResult.from_dict(data["energy"]), **values)
+        decoder = data.get("decoder")
+        if decoder is not None and not isinstance(decoder, dict):
+            raise BundleError(source + ": decoder must be an object or null")
+        return cls(energy=EnergyResult.from_dict(data["energy"]), decoder=decoder, **values)
 
     @classmethod
     def from_json(cls, text: str, source: str = "benchmark result") -> BenchmarkResult:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from types import TracebackType
-from typing import Dict, List, Mapping, Optional, Type, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Type, Union
 
 import numpy as np
 
 from edgeq_runtime.backends import Backend, BackendOptions, backend_class, backend_names
 from edgeq_runtime.errors import BundleError
+from edgeq_runtime.generate import Generation, GenerationRequest, Generator, Token
 from edgeq_runtime.inputs import validate_feeds
 from edgeq_runtime.manifest import MANIFEST_NAME, Manifest, TensorSpec
+from edgeq_runtime.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class Session:
         if threads is not None and threads < 1:
             raise BundleError("--threads must be at least 1, got " + str(threads))
         self.manifest: Optional[Manifest] = None
+        self._generator: Optional[Generator] = None
         self.model_path: Optional[Path] = None
         self.engine_path: Optional[Path] = None
         model_sha: Optional[str] = None
@@ -172,6 +175,37 @@ class Session:
         if self._backend is None:
             raise BundleError(str(self.path) + ": session is closed")
         return self._backend.run(feeds)
+
+    def generator(self) -> Generator:
+        """The generation loop for a decoder bundle (made once: it loads the tokenizer)."""
+        if self._generator is None:
+            bundle = self.path if self.path.is_dir() else self.path.parent
+            self._generator = Generator(self.backend, self.manifest.decoder if self.manifest else None,
+                                        bundle if self.manifest else None, str(self.path))
+        return self._generator
+
+    def stream(
+        self, prompt: Optional[str] = None, ids: Optional[Sequence[int]] = None, max_new_tokens: int = 64, *,
+        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
+        stop_ids: Optional[Sequence[int]] = None,
+    ) -> Iterator[Token]:
+        """Generate from a decoder bundle, yielding each ``Token`` as it is made (``edgeq_runtime.generate``).
+
+        Greedy unless ``temperature`` > 0; ``stop_ids`` default to the bundle's EOS ids.
+        """
+        request = GenerationRequest(prompt, ids, max_new_tokens, SamplingConfig(temperature, top_k, top_p, seed),
+                                    stop_ids)
+        return self.generator().stream(request)
+
+    def generate(
+        self, prompt: Optional[str] = None, ids: Optional[Sequence[int]] = None, max_new_tokens: int = 64, *,
+        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: Optional[int] = None,
+        stop_ids: Optional[Sequence[int]] = None, on_token: Optional[Callable[[Token], None]] = None,
+    ) -> Generation:
+        """``stream`` run to the end: the ``Generation`` record; ``on_token`` sees each token as it comes."""
+        request = GenerationRequest(prompt, ids, max_new_tokens, SamplingConfig(temperature, top_k, top_p, seed),
+                                    stop_ids)
+        return self.generator().generate(request, on_token)
 
     @property
     def backend(self) -> Backend:

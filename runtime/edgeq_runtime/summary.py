@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 from edgeq_runtime.energy import MIN_SENSOR_PERIODS
 from edgeq_runtime.result import BenchmarkResult
@@ -21,8 +21,12 @@ def format_result(result: BenchmarkResult) -> str:
     lines.append("runs       batch " + str(result.batch) + ", " + str(result.warmup) + " warm-up + "
                  + str(result.iterations) + " measured" + (", " + str(result.threads) + " threads" if result.threads else ""))
     lat = result.latency_ms
-    lines.append("latency ms " + "  ".join(k + " " + _num(lat[k]) for k in LATENCY_KEYS))
-    lines.append("throughput " + _num(result.throughput_per_s) + " inferences/s")
+    decoder = result.decoder
+    if decoder is not None:
+        lines += _decoder_lines(decoder)
+    lines.append(("decode ms  " if decoder else "latency ms ") + "  ".join(k + " " + _num(lat[k]) for k in LATENCY_KEYS)
+                 + (" per token" if decoder else ""))
+    lines.append("throughput " + _num(result.throughput_per_s) + (" tokens/s" if decoder else " inferences/s"))
     energy = result.energy
     if not energy.available:
         lines.append("energy     not measured: " + str(energy.reason))
@@ -46,6 +50,27 @@ def format_result(result: BenchmarkResult) -> str:
             lines.append("           TensorRT IProfiler: GPU time per engine layer (fused layers, one name each); "
                          "host<->device copies excluded here, included in the latency above")
     return "\n".join(lines)
+
+
+def _decoder_lines(decoder: Dict[str, Any]) -> List[str]:
+    """Prefill per prompt length, memory and energy per token of a decoder benchmark."""
+    prefill = decoder.get("prefill_ms") or {}
+    lines = ["prefill ms " + "  ".join(n + " tokens " + _num(v.get("p50")) for n, v in prefill.items()) + " (p50)"]
+    rss = decoder.get("rss_bytes") or {}
+    mem = "peak RSS " + _mb(decoder.get("peak_rss_bytes")) + ", KV cache " + _mb(decoder.get("kv_bytes"))
+    if rss:
+        mem += "; RSS at token " + ", ".join(k + ": " + _mb(v) for k, v in rss.items())
+    lines.append("memory     " + mem)
+    if decoder.get("energy_per_generated_token_mj") is not None:
+        lines.append("energy     " + _num(decoder["energy_per_generated_token_mj"]) + " mJ/generated token ("
+                     + _num(decoder.get("energy_above_idle_per_generated_token_mj")) + " above idle), "
+                     + _num(decoder.get("energy_per_prompt_token_mj")) + " mJ/prompt token ("
+                     + _num(decoder.get("energy_above_idle_per_prompt_token_mj")) + " above idle)")
+    return lines
+
+
+def _mb(value: Any) -> str:
+    return "n/a" if value is None else "{:.1f} MB".format(value / 1e6)
 
 
 def _num(value: Optional[float]) -> str:

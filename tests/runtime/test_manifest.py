@@ -39,7 +39,7 @@ def test_describe_files_matches_hashlib(tmp_path):
 def test_round_trip_and_json_shape(tmp_path):
     bundle, manifest = _bundle(tmp_path)
     raw = json.loads((bundle / "manifest.json").read_text())
-    assert raw["schema"] == "edgeq.bundle" and raw["schema_version"] == 1
+    assert raw["schema"] == "edgeq.bundle" and raw["schema_version"] == 2
     assert raw["inputs"][0] == {"name": "input", "dtype": "float32", "shape": ["batch", 3, 8, 8]}
     assert Manifest.read(bundle) == manifest
     assert Manifest.read(bundle / "manifest.json") == manifest
@@ -77,7 +77,12 @@ def _rewrite(bundle: Path, **changes: object) -> None:
     "changes,expected",
     [
         ({"schema": "something.else"}, "not an edgeq bundle manifest"),
-        ({"schema_version": 2}, "schema_version 2 is newer than this edgeq-runtime reads (1)"),
+        ({"schema_version": 3}, "schema_version 3 is newer than this edgeq-runtime reads (2)"),
+        ({"schema_version": 1, "decoder": None}, "unknown keys decoder"),  # version 1 had no decoder block
+        ({"decoder": {"vocab_size": 8, "context_length": 4, "kv": {"layers": 1}}}, "decoder.kv.dtype None"),
+        ({"decoder": {"vocab_size": 8, "context_length": 4, "tokenizer": "tokenizer.json",
+                      "kv": {"layers": 1, "kv_heads": 1, "head_size": 4, "dtype": "float32", "bytes_per_token": 32}}},
+         "decoder.tokenizer 'tokenizer.json' is not listed in 'files'"),
         ({"schema_version": "1"}, "schema_version must be a positive integer"),
         ({"model": "../model.onnx"}, "must be a relative path inside the bundle"),
         ({"model": "other.onnx"}, "model 'other.onnx' is not listed in 'files'"),
@@ -99,6 +104,34 @@ def test_invalid_manifests_are_one_line_errors_naming_the_file(tmp_path, changes
     assert "\n" not in message
     assert expected in message
     assert str(bundle / "manifest.json") in message
+
+
+def test_version_1_manifests_are_still_read(tmp_path):
+    """A bundle written before the decoder block (schema 1) opens unchanged: no decoder, same files."""
+    bundle, manifest = _bundle(tmp_path)
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["schema_version"] = 1
+    del data["decoder"]
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    old = Manifest.read(bundle)
+    assert old.schema_version == 1 and old.decoder is None and old.files == manifest.files
+    assert verify_bundle(bundle) == []
+
+
+def test_decoder_block_round_trips(tmp_path):
+    from edgeq_runtime.decoder_spec import DecoderSpec, GenerationSpec, KVSpec
+
+    bundle, manifest = _bundle(tmp_path)
+    manifest.decoder = DecoderSpec(vocab_size=32, context_length=64,
+                                   kv=KVSpec(2, 1, 8, "float32", 128, True, False), tokenizer=None,
+                                   generation=GenerationSpec(1, [2], None, "{{ x }}", {"eos_token_ids": "here"}))
+    manifest.write(bundle)
+    assert Manifest.read(bundle).decoder == manifest.decoder
+    data = json.loads((bundle / "manifest.json").read_text())
+    data["decoder"]["generation"]["eos_token_ids"] = [40]
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="token id 40 is outside the vocabulary"):
+        Manifest.read(bundle)
 
 
 def test_not_json_and_missing_manifest(tmp_path):

@@ -225,8 +225,10 @@ def test_result_json_has_exactly_the_agreed_shape(tmp_path):
     assert list(data) == [
         "schema", "schema_version", "model", "backend", "providers", "device", "versions", "batch", "warmup",
         "iterations", "threads", "latency_ms", "throughput_per_s", "trace_ms", "warmup_iterations", "ops", "energy",
+        "decoder",
     ]
-    assert data["schema"] == "edgeq_runtime.BenchmarkResult" and data["schema_version"] == 1
+    assert data["schema"] == "edgeq_runtime.BenchmarkResult" and data["schema_version"] == 2
+    assert data["decoder"] is None  # only decoder bundles fill it
     assert data["backend"] == "ort" and data["batch"] == 1 and data["iterations"] == 7 and data["warmup"] == 2
     assert set(data["device"]) >= {"hostname", "machine", "cpu", "cpu_count", "python"}
     assert set(data["versions"]) >= {"edgeq_runtime", "onnxruntime", "numpy"}
@@ -241,6 +243,8 @@ def test_result_json_has_exactly_the_agreed_shape(tmp_path):
     ]
     assert set(data["energy"]["trace"]) == {"t_s", "power_w"}
     assert BenchmarkResult.from_json(result.to_json()).to_dict() == data
+    old = {k: v for k, v in data.items() if k != "decoder"} | {"schema_version": 1}  # written before decoders
+    assert BenchmarkResult.from_dict(old).to_dict() == data
 
 
 def test_latency_statistics_by_hand():

@@ -168,6 +168,17 @@ class OrtBackend(Backend):
     def versions(self) -> Dict[str, str]:
         return {"onnxruntime": str(self._ort.__version__)}
 
+    @property
+    def ort_session(self) -> Any:
+        """The ``onnxruntime.InferenceSession``, for IO binding (``kv_runner`` keeps a decoder's cache in it)."""
+        if self._session is None:
+            raise BundleError(str(self._model_path) + ": session is closed")
+        return self._session
+
+    @property
+    def ort_module(self) -> Any:
+        return self._ort
+
     def close(self) -> None:
         self._session = None
 
