@@ -204,11 +204,13 @@ def build_smollm2(cache: Path) -> Path:
     if all(is_fresh(p, sources) for p in (out, tokenizer_path, record_path)):
         return out
     cache.mkdir(parents=True, exist_ok=True)
-    tokenizer, _ = gguf_tokenizer(smollm2_gguf_path())
+    tokenizer, ids = gguf_tokenizer(smollm2_gguf_path())
     atomic_write_text(tokenizer_path, tokenizer.to_str())
     module = smollm2_module()
     export = decoder_to_onnx(module, out)
-    record = {"export_max_abs_diff": export.output_max_abs_diff, **measure(out, module, tokenizer)}
+    # The GGUF's BOS/EOS ids: edgeq export reads them from this record into a bundle's generation settings.
+    record = {"export_max_abs_diff": export.output_max_abs_diff, "bos_token_id": ids.bos_token_id,
+              "eos_token_id": ids.eos_token_id, **measure(out, module, tokenizer)}
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     return out
 

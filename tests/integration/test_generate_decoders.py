@@ -5,7 +5,6 @@ holds it: ``edgeq_runtime`` greedy equals the toolkit's reference decode token f
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -36,17 +35,17 @@ def test_builder_decoder_bundle_generates_like_the_reference(builder_decoder: Pa
     assert result.ids == reference_greedy(model, PROMPT, 24)
 
 
-def test_smollm2_bundle_generates_like_the_reference(tmp_path: Path):
-    cache = Path(os.environ.get("EDGEQ_EXAMPLES_CACHE", Path(__file__).resolve().parents[2] / ".cache" / "examples"))
-    model = cache / "smollm2.onnx"
-    if not (model.is_file() and (cache / "smollm2.tokenizer.json").is_file()):
-        pytest.skip(f"{model} (and smollm2.tokenizer.json) not built; python examples/smollm2.py builds them")
+def test_smollm2_bundle_generates_like_the_reference(tmp_path: Path, smollm2_model: Path):
+    pytest.importorskip("torch")  # the example is built from its GGUF with torch
     pytest.importorskip("tokenizers")
+    model, cache = smollm2_model, smollm2_model.parent
     out = bundle(model, tmp_path / "bundle", context_length=2048)
     record = json.loads((cache / "smollm2.json").read_text())
     with Session(out) as session:
         assert session.manifest is not None and session.manifest.decoder is not None
         assert session.manifest.decoder.tokenizer == "tokenizer.json"
+        generation = session.manifest.decoder.generation  # the GGUF's ids, through the example's record
+        assert (generation.bos_token_id, generation.eos_token_ids) == (record["bos_token_id"], [record["eos_token_id"]])
         result = session.generate(record["prompt"], max_new_tokens=12, stop_ids=[])
     assert result.ids == reference_greedy(model, result.prompt_ids, 12)
     assert record["greedy_onnx"].startswith(result.text)  # the example's own greedy continuation (24 tokens)
