@@ -187,7 +187,11 @@ def measure_latency(model_path: str | Path, feeds: dict[str, np.ndarray], second
 
     Every graph optimization is on here: latency is that of the model as it would be deployed.
     """
-    session = cpu_session(model_path, purpose=f"{model_path} to time it", threads=LATENCY_THREADS, error=DataError)
+    from edgeq.graph.io import load_model
+    from edgeq.graph.session import session_config
+
+    config = session_config(load_model(model_path, load_external_data=False))  # as the runtime runs the bundle
+    session = cpu_session(model_path, purpose=f"{model_path} to time it", threads=LATENCY_THREADS, error=DataError, config=config)
     names = {i.name for i in session.get_inputs()}
     one = {k: v[:1] for k, v in feeds.items() if k in names}
     for _ in range(LATENCY_WARMUP):

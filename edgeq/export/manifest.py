@@ -19,6 +19,7 @@ from edgeq.errors import ConfigError
 from edgeq.export.feeds import graph_inputs, value_dims
 from edgeq.export.layout import CACHE_NAME, MODEL_NAME
 from edgeq.export.result import ExportResult
+from edgeq.graph.session import session_config
 from edgeq.targets import PrecisionPlan, TargetProfile
 
 
@@ -51,7 +52,8 @@ def tensor_specs(model: onnx.ModelProto, values: Sequence[onnx.ValueInfoProto]) 
 
 
 def target_section(
-    profile: TargetProfile, plan: PrecisionPlan, opset: int, dynamic: Mapping[str, Sequence[int]]
+    profile: TargetProfile, plan: PrecisionPlan, opset: int, dynamic: Mapping[str, Sequence[int]],
+    model: onnx.ModelProto,
 ) -> dict[str, Any]:
     """The target settings the runtime needs (for TensorRT: the engine builder's settings)."""
     strongly = plan.strongly_typed and plan.dla_core is None
@@ -62,6 +64,9 @@ def target_section(
         "opset": opset,
         "profile_source": Path(profile.source).name,
     }
+    config = session_config(model)
+    if config:  # onnxruntime session config entries the runtime sets (edgeq.graph.session.session_config)
+        target["ort_session_config"] = config
     if profile.uses_tensorrt:
         target.update({
             "jetpack": plan.jetpack,
@@ -121,7 +126,7 @@ def write_manifest(
         inputs=tensor_specs(model, graph_inputs(model)),
         outputs=tensor_specs(model, list(model.graph.output)),
         precision=precision_section(plan, result),
-        target=target_section(profile, plan, opset_version(model), dynamic),
+        target=target_section(profile, plan, opset_version(model), dynamic, model),
         tool_versions=tool_versions({"tensorrt": trt_version} if trt_version else None),
         engine=engine,
         created=utc_now_iso(),

@@ -27,6 +27,30 @@ def onnxruntime_message(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# onnxruntime keeps a DequantizeLinear whose input is a constant unfolded by default (to fuse it
+# with a QuantizeLinear into an int8 kernel), so a weight-only DequantizeLinear graph (LSTM/Conv
+# weights, --format qdq) dequantizes its weights on every run: 4-5x float's latency on silero-vad
+# (benchmarks/recurrent.py). With no QuantizeLinear in the graph there is nothing to fuse, and
+# this entry lets onnxruntime fold the weights once at load: float's speed, the file's size.
+WEIGHT_ONLY_DQ_CONFIG = {"session.disable_quant_qdq": "1"}
+
+
+def session_config(model: onnx.ModelProto) -> dict[str, str]:
+    """The onnxruntime session config entries ``model`` runs best with (see WEIGHT_ONLY_DQ_CONFIG)."""
+    ops = {n.op_type for n in _all_nodes(model.graph)}
+    if "DequantizeLinear" in ops and "QuantizeLinear" not in ops and "DynamicQuantizeLinear" not in ops:
+        return dict(WEIGHT_ONLY_DQ_CONFIG)
+    return {}
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                yield from _all_nodes(sub)
+
+
 def cpu_session(
     model: onnx.ModelProto | str | Path,
     *,
@@ -36,13 +60,15 @@ def cpu_session(
     spin: bool = True,
     arena: bool = True,
     error: type[EdgeqError] = ConfigError,
+    config: Mapping[str, str] | None = None,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU provider, quiet (log severity 3).
 
     ``optimize=False`` runs every node as written (no fusions), which is what calibration and
     accuracy comparisons need; ``spin=False`` stops idle pool threads from burning the cores
-    Python-side work between runs needs. A model that onnxruntime cannot load raises ``error``
-    with "onnxruntime cannot load {purpose}: ..." on one line.
+    Python-side work between runs needs; ``config`` adds session config entries (e.g.
+    :func:`session_config`). A model that onnxruntime cannot load raises ``error`` with
+    "onnxruntime cannot load {purpose}: ..." on one line.
     """
     import onnxruntime as ort
 
@@ -56,6 +82,8 @@ def cpu_session(
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not arena:
         options.enable_cpu_mem_arena = False
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     options.log_severity_level = 4  # errors arrive as exceptions, said once
     try:
         if not isinstance(model, onnx.ModelProto):

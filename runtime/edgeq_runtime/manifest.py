@@ -27,7 +27,9 @@ Documented ``target`` keys (all optional, others are kept as written):
 (bool: builder flags for TensorRT < 11), ``int8_mode`` ("explicit" | "implicit" | null: whether an
 ``int8`` build takes its scales from Q/DQ nodes or the calibration cache), ``quantization``
 ("strongly_typed" | "explicit" | "implicit" | "none": which quantization the bundle is, in one word),
-``dla_core`` (int or null), ``workspace_mib`` (number), ``opset`` (int).
+``dla_core`` (int or null), ``workspace_mib`` (number), ``opset`` (int), ``ort_session_config``
+({str: str}: onnxruntime session config entries the graph runs best with, set on every onnxruntime
+session, e.g. ``session.disable_quant_qdq`` for a weight-only DequantizeLinear graph).
 
 Compatibility: a reader refuses another ``schema`` and any ``schema_version`` newer than its own;
 unknown top-level keys are refused too, because a new field means a new version.

@@ -134,6 +134,10 @@ class OrtBackend(Backend):
         if profile_prefix is not None:
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
+        # What the exporter found the graph runs best with (a weight-only DequantizeLinear graph
+        # folds its weights at load instead of dequantizing them on every run).
+        for key, value in dict(self._options.target.get("ort_session_config") or {}).items():
+            so.add_session_config_entry(str(key), str(value))
         pairs = self._provider_options()
         try:
             return ort.InferenceSession(
