@@ -53,7 +53,7 @@ def tensor_specs(model: onnx.ModelProto, values: Sequence[onnx.ValueInfoProto]) 
 
 def target_section(
     profile: TargetProfile, plan: PrecisionPlan, opset: int, dynamic: Mapping[str, Sequence[int]],
-    model: onnx.ModelProto,
+    model: onnx.ModelProto | None = None,
 ) -> dict[str, Any]:
     """The target settings the runtime needs (for TensorRT: the engine builder's settings)."""
     strongly = plan.strongly_typed and plan.dla_core is None
@@ -64,7 +64,7 @@ def target_section(
         "opset": opset,
         "profile_source": Path(profile.source).name,
     }
-    config = session_config(model)
+    config = session_config(model) if model is not None else {}
     if config:  # onnxruntime session config entries the runtime sets (edgeq.graph.session.session_config)
         target["ort_session_config"] = config
     if profile.uses_tensorrt:

@@ -129,8 +129,23 @@ def with_int8_weights(model: onnx.ModelProto, names: tuple[str, ...], step: floa
     return out
 
 
-def forward(weights: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
-    """The decoder over whole sequences [B, T] in float64, no cache: logits [B, T, VOCAB]."""
+def int8_activations(x: np.ndarray, block: int) -> np.ndarray:
+    """``x`` as MatMulNBits with accuracy_level 4 reads it: each block of ``block`` values along the
+    last axis rounded to int8 steps of its absmax / 127 (float64; checked against onnxruntime to 4e-6)."""
+    k = x.shape[-1]
+    padded = np.zeros((*x.shape[:-1], -(-k // block) * block))
+    padded[..., :k] = x
+    blocks = padded.reshape(*x.shape[:-1], -1, block)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / 127.0
+    steps = np.divide(blocks, scale, out=np.zeros_like(blocks), where=scale > 0)
+    return (np.round(steps) * scale).reshape(padded.shape)[..., :k]
+
+
+def forward(weights: dict[str, np.ndarray], ids: np.ndarray, head_int8_block: int | None = None) -> np.ndarray:
+    """The decoder over whole sequences [B, T] in float64, no cache: logits [B, T, VOCAB].
+
+    ``head_int8_block``: the LM head reads its input as int8 blocks (an int8 MatMulNBits head at
+    accuracy_level 4, see :func:`int8_activations`)."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     batch, length = ids.shape
     x = w["embed"][ids] + w["pos"][np.arange(length)][None]
@@ -144,4 +159,6 @@ def forward(weights: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
     ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, HEADS * HEAD)
     h1 = x + ctx @ w["wo"]
     h2 = h1 + np.maximum(h1 @ w["w1"], 0) @ w["w2"]
+    if head_int8_block is not None:
+        h2 = int8_activations(h2, head_int8_block)
     return h2 @ w["lm_head"]

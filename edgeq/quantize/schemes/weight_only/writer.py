@@ -42,7 +42,7 @@ def emit_target(
     needs_add = target.bias is not None or output_bias is not None
     product = target.output if not needs_add else rewriter.fresh(f"{prefix}_product")
     if fmt is OnnxFormat.MATMULNBITS:
-        emitted.extend(matmulnbits.emit(q, activation, product, prefix, target.dtype, config.accuracy_level))
+        emitted.extend(matmulnbits.emit(q, activation, product, prefix, target.dtype, accuracy_level(config, target, q.codec.bits)))
     elif fmt is OnnxFormat.QDQ:
         emitted.extend(qdq.emit(q, activation, product, prefix, target.dtype))
     else:
@@ -57,3 +57,17 @@ def emit_target(
             onnx.helper.make_node("Add", [product, output_bias.initializers[0].name], [target.output], name=rewriter.fresh(f"{prefix}_bias_correction"))
         )
     return emitted
+
+
+# onnxruntime's CPU MatMulNBits has a fast 8-bit path only with int8 activations (accuracy_level
+# 4, A quantized per block of K to int8); below it each call dequantizes the whole weight:
+# SmolLM2's int8 LM head (49152 x 576) took a decode step from 29 ms to 249 ms on 2 threads, for
+# +0.06 perplexity (benchmarks/RESULTS.md). GPU providers ignore the attribute.
+HEAD_INT8_ACCURACY_LEVEL = 4
+
+
+def accuracy_level(config: WeightOnlyConfig, target: WeightTarget, bits: int) -> int:
+    """``--accuracy-level`` as given; 4 for an int8 LM head when none is (see HEAD_INT8_ACCURACY_LEVEL)."""
+    if config.accuracy_level or not (target.lm_head and bits == 8):
+        return config.accuracy_level
+    return HEAD_INT8_ACCURACY_LEVEL
