@@ -61,12 +61,13 @@ class CheckReport:
                                    "it has no schema for)") if parts else None
 
 
-def _nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the subgraphs in its nodes' attributes (If, Loop, Scan)."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                yield from _nodes(sub)
+                yield from all_nodes(sub)
 
 
 def _domain_key(domain: str) -> str:
@@ -94,7 +95,7 @@ def checker_unknown_ops(model: onnx.ModelProto) -> dict[tuple[str, str], int]:
     versions = {_domain_key(o.domain): int(o.version) for o in model.opset_import}
     local = {(f.domain, f.name) for f in model.functions}
     found: Counter[tuple[str, str]] = Counter()
-    for node in _nodes(model.graph):
+    for node in all_nodes(model.graph):
         domain = _domain_key(node.domain)
         if domain not in _ONNX_DOMAINS or (node.domain, node.op_type) in local or domain not in versions:
             continue
@@ -140,7 +141,7 @@ def check_model_file(path: str | Path) -> CheckReport:
     unknown = {(d, op): n for (d, op), n in checker_unknown_ops(model).items()
                if _defined_by_onnxruntime(op, d, versions[d])}  # any other unknown op fails the check below
     if unknown:
-        for node in _nodes(model.graph):
+        for node in all_nodes(model.graph):
             if (_domain_key(node.domain), node.op_type) in unknown:
                 node.domain = UNCHECKED_DOMAIN
         model.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))

@@ -37,18 +37,12 @@ WEIGHT_ONLY_DQ_CONFIG = {"session.disable_quant_qdq": "1"}
 
 def session_config(model: onnx.ModelProto) -> dict[str, str]:
     """The onnxruntime session config entries ``model`` runs best with (see WEIGHT_ONLY_DQ_CONFIG)."""
-    ops = {n.op_type for n in _all_nodes(model.graph)}
+    from edgeq.graph.check import all_nodes
+
+    ops = {n.op_type for n in all_nodes(model.graph)}
     if "DequantizeLinear" in ops and "QuantizeLinear" not in ops and "DynamicQuantizeLinear" not in ops:
         return dict(WEIGHT_ONLY_DQ_CONFIG)
     return {}
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-                yield from _all_nodes(sub)
 
 
 def cpu_session(
